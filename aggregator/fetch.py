@@ -1,0 +1,495 @@
+"""The fetch stage: one shared HTTP client that fetches feed bodies politely and safely.
+
+Everything about HTTP policy lives here, so the stages after it only ever see bytes, headers and
+:class:`~aggregator.errors.FetchError`:
+
+- conditional GET with the validators (ETag / Last-Modified) stored from the last fetch;
+- connect and read timeouts, plus an overall deadline per fetch that also stops slow drips;
+- a body cap enforced while streaming and after decompression, so neither an endless body nor
+  a gzip bomb is ever held in memory past the cap;
+- redirects followed by hand, so a permanent move (301/308) can be reported to the caller;
+- at most ``max_in_flight`` fetches at once and ``max_per_host`` to any one host.
+
+Every httpx exception becomes a ``FetchError`` with a short message that says what went wrong
+and nothing else (no headers, no body); the caller adds the feed's name when it logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import socket
+import ssl
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from types import MappingProxyType, TracebackType
+
+import httpx
+
+from aggregator.errors import BodyTooLargeError, FetchError
+
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml, "
+    "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.8"
+)
+# Only the encodings decoded below (with a bound on output); never br or zstd, whose
+# decoders in httpx would inflate a whole network chunk at once.
+ACCEPT_ENCODING = "gzip, deflate"
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Timeouts, size cap and concurrency limits for all fetches."""
+
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    deadline_s: float = 60.0
+    max_body_bytes: int = 10 * _MIB
+    max_redirects: int = 5
+    max_in_flight: int = 20
+    max_per_host: int = 2
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for name in ("connect_timeout_s", "read_timeout_s", "deadline_s"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                problems.append(f"{name} must be a positive number of seconds, got {value!r}")
+        for name, lowest in (
+            ("max_body_bytes", 1),
+            ("max_redirects", 0),
+            ("max_in_flight", 1),
+            ("max_per_host", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                problems.append(f"{name} must be an integer >= {lowest}, got {value!r}")
+        if problems:
+            raise ValueError("invalid FetchLimits: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a server gave us to ask "has it changed?" next time."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of a successful fetch: a body (2xx) or "not modified" (304)."""
+
+    status: int
+    url: str  # final URL after redirects
+    body: bytes | None  # decoded; None on 304
+    # Response headers, lower-case names. Content-Encoding and Content-Length are dropped
+    # because ``body`` is already decoded and they no longer describe it.
+    headers: Mapping[str, str]
+    validators: Validators  # what to send next time
+    not_modified: bool
+    # Where the feed now lives, when the chain of redirects began with permanent ones (301/308):
+    # the URL reached by the last of those leading permanent hops.
+    permanent_redirect: str | None
+    elapsed_s: float  # from the first byte sent (not counting waits for a free slot)
+
+
+class HTTPStatusError(FetchError):
+    """Raised when the server answers with a status that is neither 2xx, 304 nor a redirect."""
+
+    def __init__(self, status: int, *, retry_after_s: float | None = None, note: str = "") -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"HTTP {status} {_phrase(status)}".rstrip() + note, status=status)
+
+
+@dataclass(frozen=True)
+class _Hop:
+    """A redirect answer."""
+
+    status: int
+    location: str | None
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A 2xx or 304 answer, body read."""
+
+    status: int
+    body: bytes | None
+    headers: Mapping[str, str]
+
+
+DEFAULT_LIMITS = FetchLimits()
+NO_VALIDATORS = Validators()
+
+
+@dataclass
+class _HostSlots:
+    limit: int
+    semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def for_url(self, url: httpx.URL) -> asyncio.Semaphore:
+        # Politeness is per host name, whatever the port or scheme.
+        host = url.host.lower()
+        semaphore = self.semaphores.get(host)
+        if semaphore is None:
+            semaphore = self.semaphores[host] = asyncio.Semaphore(self.limit)
+        return semaphore
+
+
+class Fetcher:
+    """One shared HTTP client for all feeds; fetches bodies under the configured limits."""
+
+    def __init__(
+        self,
+        limits: FetchLimits = DEFAULT_LIMITS,
+        *,
+        user_agent: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not user_agent.strip():
+            raise ValueError("user_agent must name the product, e.g. 'aggregator/0.1 (+URL)'")
+        self.limits = limits
+        self._in_flight = asyncio.Semaphore(limits.max_in_flight)
+        self._hosts = _HostSlots(limits.max_per_host)
+        self._client = httpx.AsyncClient(
+            headers={
+                "User-Agent": user_agent,
+                "Accept": ACCEPT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+            timeout=httpx.Timeout(
+                connect=limits.connect_timeout_s,
+                read=limits.read_timeout_s,
+                write=limits.read_timeout_s,
+                pool=limits.connect_timeout_s,
+            ),
+            limits=httpx.Limits(
+                max_connections=limits.max_in_flight,
+                max_keepalive_connections=limits.max_in_flight,
+            ),
+            follow_redirects=False,
+            # Operators behind a proxy set HTTPS_PROXY / NO_PROXY as for any other tool.
+            trust_env=True,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the shared client and its connections."""
+        await self._client.aclose()
+
+    async def fetch(self, url: str, validators: Validators = NO_VALIDATORS) -> FetchResult:
+        """GET ``url`` (conditionally, with ``validators``) and return its body or "not modified".
+
+        Raises ``FetchError`` (``HTTPStatusError`` for HTTP error statuses) or
+        ``BodyTooLargeError``.
+        """
+        current = _parse_url(url)
+        loop = asyncio.get_running_loop()
+        permanent_redirect: str | None = None
+        still_permanent = True
+        seen = {str(current)}
+        redirects = 0
+        async with self._in_flight:
+            deadline: float | None = None
+            started = 0.0
+            while True:
+                note = f" (after redirect to {current})" if redirects else ""
+                async with self._hosts.for_url(current):
+                    # The deadline starts once a slot is ours: waiting behind other feeds for
+                    # the same host is not the server's fault.
+                    if deadline is None:
+                        deadline = loop.time() + self.limits.deadline_s
+                        started = time.monotonic()
+                    answer = await self._exchange_before(deadline, current, validators, note)
+                if isinstance(answer, _Final):
+                    break
+                target = _redirect_target(current, answer, note)
+                if answer.status in _PERMANENT_REDIRECT_STATUSES and still_permanent:
+                    permanent_redirect = str(target)
+                else:
+                    still_permanent = False
+                if str(target) in seen:
+                    raise FetchError("redirect loop (a redirect led back to an earlier URL)")
+                redirects += 1
+                if redirects > self.limits.max_redirects:
+                    raise FetchError(f"too many redirects ({self.limits.max_redirects})")
+                seen.add(str(target))
+                current = target
+
+        headers = answer.headers
+        if answer.status == 304:
+            new_validators = Validators(
+                etag=headers.get("etag") or validators.etag,
+                last_modified=headers.get("last-modified") or validators.last_modified,
+            )
+        else:
+            new_validators = Validators(
+                etag=headers.get("etag"), last_modified=headers.get("last-modified")
+            )
+        return FetchResult(
+            status=answer.status,
+            url=str(current),
+            body=answer.body,
+            headers=headers,
+            validators=new_validators,
+            not_modified=answer.status == 304,
+            permanent_redirect=permanent_redirect,
+            elapsed_s=time.monotonic() - started,
+        )
+
+    async def _exchange_before(
+        self, deadline: float, url: httpx.URL, validators: Validators, note: str
+    ) -> _Hop | _Final:
+        """One request/response under the overall deadline, httpx errors mapped."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._exchange(url, validators, note)
+        except TimeoutError:
+            raise FetchError(
+                f"no response within {self.limits.deadline_s:g} s deadline{note}"
+            ) from None
+        except httpx.HTTPError as error:
+            raise FetchError(_describe(error, self.limits) + note) from None
+        except httpx.InvalidURL:
+            raise FetchError(f"invalid URL{note}") from None
+
+    async def _exchange(self, url: httpx.URL, validators: Validators, note: str) -> _Hop | _Final:
+        request_headers: dict[str, str] = {}
+        if validators.etag:
+            request_headers["If-None-Match"] = validators.etag
+        if validators.last_modified:
+            request_headers["If-Modified-Since"] = validators.last_modified
+        request = self._client.build_request("GET", url, headers=request_headers)
+        response = await self._client.send(request, stream=True)
+        try:
+            status = response.status_code
+            if status in _REDIRECT_STATUSES:
+                return _Hop(status, response.headers.get("location"))
+            if status == 304:
+                return _Final(status, None, _result_headers(response))
+            if not 200 <= status < 300:
+                retry_after_s = None
+                if status in _RETRY_AFTER_STATUSES:
+                    retry_after_s = parse_retry_after(
+                        response.headers.get("retry-after"), datetime.now(UTC)
+                    )
+                raise HTTPStatusError(status, retry_after_s=retry_after_s, note=note)
+            body = await self._read_body(response, note)
+            return _Final(status, body, _result_headers(response))
+        finally:
+            await response.aclose()
+
+    async def _read_body(self, response: httpx.Response, note: str) -> bytes:
+        """Read and decode the body, stopping as soon as it passes the cap."""
+        cap = self.limits.max_body_bytes
+        too_large = f"body over {_format_size(cap)} cap (after decompression){note}"
+        decoder = _BoundedDecoder.for_encoding(response.headers.get("content-encoding", ""), note)
+        declared = response.headers.get("content-length", "")
+        if decoder is None and declared.isdigit() and int(declared) > cap:
+            raise BodyTooLargeError(too_large)
+        body = bytearray()
+        async for raw in response.aiter_raw():
+            if decoder is None:
+                body += raw
+            else:
+                # Ask for one byte more than room is left: getting it proves the cap is passed
+                # without inflating anything beyond it.
+                decoder.feed(raw, body, cap + 1 - len(body))
+            if len(body) > cap:
+                raise BodyTooLargeError(too_large)
+        return bytes(body)
+
+
+class _BoundedDecoder:
+    """Inflates gzip or deflate without ever producing more output than asked for."""
+
+    def __init__(self, name: str, wbits: int, note: str) -> None:
+        self._name = name
+        self._wbits = wbits
+        self._note = note
+        self._inflater = zlib.decompressobj(wbits)
+        self._started = False
+        self._finished = False
+
+    @classmethod
+    def for_encoding(cls, header: str, note: str) -> _BoundedDecoder | None:
+        """A decoder for a Content-Encoding header value; None when the body is not encoded."""
+        codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if not codings:
+            return None
+        if len(codings) == 1 and codings[0] in ("gzip", "x-gzip"):
+            return cls("gzip", 16 + zlib.MAX_WBITS, note)
+        if len(codings) == 1 and codings[0] == "deflate":
+            return cls("deflate", zlib.MAX_WBITS, note)
+        # Only the first 40 characters: the value came from the server.
+        raise FetchError(f"unsupported Content-Encoding {header.strip()[:40]!r}{note}")
+
+    def feed(self, data: bytes, out: bytearray, room: int) -> None:
+        """Inflate ``data`` into ``out``, stopping once ``room`` bytes have been added."""
+        added = 0
+        while data and added < room and not self._finished:
+            try:
+                piece = self._inflater.decompress(data, room - added)
+            except zlib.error:
+                if self._name == "deflate" and not self._started:
+                    # Many servers send raw deflate without the zlib wrapper the RFC asks for.
+                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._started = True
+                    continue
+                raise FetchError(f"could not decode the {self._name} body{self._note}") from None
+            self._started = True
+            out += piece
+            added += len(piece)
+            data = self._inflater.unconsumed_tail
+            if self._inflater.eof:
+                rest = self._inflater.unused_data
+                if self._name == "gzip" and rest.startswith(b"\x1f\x8b"):
+                    # A gzip body may hold several members back to back.
+                    self._inflater = zlib.decompressobj(self._wbits)
+                    data = rest
+                else:
+                    self._finished = True  # anything after the stream is padding
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP date); None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _parse_url(url: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        raise FetchError("invalid URL") from None
+    if not parsed.scheme:
+        raise FetchError("invalid URL: no scheme (expected http:// or https://)")
+    if parsed.scheme not in ("http", "https"):
+        raise FetchError(f"unsupported URL scheme {parsed.scheme!r} (expected http or https)")
+    if not parsed.host:
+        raise FetchError("invalid URL: no host")
+    return parsed
+
+
+def _redirect_target(current: httpx.URL, hop: _Hop, note: str) -> httpx.URL:
+    if not hop.location:
+        raise FetchError(f"HTTP {hop.status} redirect without a Location header{note}")
+    try:
+        target = current.join(hop.location)
+    except httpx.InvalidURL:
+        raise FetchError(f"redirect to an invalid URL{note}") from None
+    if target.scheme not in ("http", "https") or not target.host:
+        raise FetchError(f"redirect to a non-HTTP URL{note}")
+    return target.copy_with(fragment=None)
+
+
+def _result_headers(response: httpx.Response) -> Mapping[str, str]:
+    """Lower-case response headers for the parser, minus those the decoding made untrue."""
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name not in ("content-encoding", "content-length", "transfer-encoding")
+    }
+    return MappingProxyType(headers)
+
+
+def _describe(error: httpx.HTTPError, limits: FetchLimits) -> str:
+    """A short, fixed message for an httpx error; never the library's own text."""
+    if isinstance(error, httpx.ConnectTimeout):
+        return "timed out connecting"
+    if isinstance(error, httpx.ReadTimeout):
+        return f"timed out waiting for data ({limits.read_timeout_s:g} s without a byte)"
+    if isinstance(error, httpx.WriteTimeout):
+        return "timed out sending the request"
+    if isinstance(error, httpx.PoolTimeout):
+        return "timed out waiting for a free connection"
+    if isinstance(error, httpx.ConnectError):
+        cause = _root_cause(error)
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "could not resolve host"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "TLS certificate verification failed"
+        if isinstance(cause, ssl.SSLError):
+            return "TLS handshake failed"
+        return "could not connect"
+    if isinstance(error, httpx.RemoteProtocolError):
+        if "without sending" in str(error):
+            return "server closed the connection without a response"
+        return "server broke the HTTP protocol"
+    if isinstance(error, httpx.ReadError):
+        return "connection lost while reading the response"
+    if isinstance(error, httpx.WriteError):
+        return "connection lost while sending the request"
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return "unsupported URL scheme"
+    if isinstance(error, httpx.DecodingError):
+        return "could not decode the body"
+    if isinstance(error, httpx.ProtocolError):
+        return "HTTP protocol error"
+    return f"request failed ({type(error).__name__})"
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception httpx and httpcore wrapped (bounded, in case of cycles)."""
+    current = error
+    for _ in range(10):
+        inner = current.__cause__ or current.__context__
+        if inner is None:
+            break
+        current = inner
+    return current
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _format_size(size: int) -> str:
+    if size % _MIB == 0:
+        return f"{size // _MIB} MiB"
+    if size % 1024 == 0:
+        return f"{size // 1024} KiB"
+    return f"{size} bytes"
