@@ -1,0 +1,185 @@
+"""Adapters that put one message in one chat: the Telegram Bot API, or the terminal.
+
+python-telegram-bot's exceptions are mapped here to the few outcomes the delivery loop acts on,
+so that nothing above this module knows about PTB. Its AIORateLimiter keeps sends under the
+overall (30/s) and per-group (20/min) limits; per-private-chat pacing is the delivery loop's job.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+from telegram import LinkPreviewOptions
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import AIORateLimiter, ExtBot
+from telegram.request import HTTPXRequest
+
+from .errors import DeliveryError
+from .logs import redact
+
+
+class RetryLater(DeliveryError):
+    """Telegram asked us to wait (429): retry this chat after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"Telegram flood control: retry after {retry_after_s:g}s")
+
+
+class TransientError(DeliveryError):
+    """A timeout, network error or 5xx: retry with backoff."""
+
+
+class ChatMoved(DeliveryError):
+    """The group became a supergroup; its new id is ``new_chat``."""
+
+    def __init__(self, new_chat: str) -> None:
+        self.new_chat = new_chat
+        super().__init__(f"chat migrated to {new_chat}")
+
+
+class ChatUnavailable(DeliveryError):
+    """The bot cannot post there (blocked, kicked, chat not found): pause the chat."""
+
+
+class MarkupRejected(DeliveryError):
+    """Telegram could not parse the HTML; resending as plain text will work."""
+
+
+class MessageTooLong(DeliveryError):
+    """Telegram says the text is over its limit; split and resend."""
+
+
+class BadToken(DeliveryError):
+    """Telegram rejected the bot token: nothing can be sent until an operator fixes it."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to put in one chat."""
+
+    chat: str
+    text: str
+    html: bool = True
+    disable_preview: bool = True
+
+
+class Sender(Protocol):
+    """Puts one message in one chat and returns Telegram's message id (None for the terminal)."""
+
+    wants_html: bool
+
+    async def send(self, message: Outgoing) -> int | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _chat_arg(chat: str) -> int | str:
+    return int(chat) if chat.lstrip("-").isdigit() else chat
+
+
+class TelegramSender:
+    """The real Bot API via python-telegram-bot, at the configured server root."""
+
+    wants_html = True
+
+    def __init__(self, *, api_url: str, token: str, timeout_s: float = 30.0) -> None:
+        request = HTTPXRequest(
+            connection_pool_size=32,
+            connect_timeout=min(timeout_s, 10.0),
+            read_timeout=timeout_s,
+            write_timeout=timeout_s,
+            pool_timeout=timeout_s,
+        )
+        self._bot: ExtBot[int] = ExtBot(
+            token,
+            base_url=f"{api_url}/bot",
+            request=request,
+            rate_limiter=AIORateLimiter(max_retries=0),
+        )
+        self._ready = False
+
+    async def _ensure_ready(self) -> None:
+        if not self._ready:
+            try:
+                await self._bot.initialize()
+            except InvalidToken:
+                raise BadToken(
+                    "Telegram rejected the bot token (check the token and telegram.api_url)"
+                ) from None
+            except TelegramError as exc:
+                raise TransientError(redact(f"cannot reach Telegram: {exc}")) from None
+            self._ready = True
+
+    async def send(self, message: Outgoing) -> int | None:
+        """Send one message; raise one of this module's DeliveryError subclasses on failure."""
+        await self._ensure_ready()
+        try:
+            sent = await self._bot.send_message(
+                chat_id=_chat_arg(message.chat),
+                text=message.text,
+                parse_mode=ParseMode.HTML if message.html else None,
+                link_preview_options=LinkPreviewOptions(is_disabled=message.disable_preview),
+            )
+        except RetryAfter as exc:
+            raise RetryLater(
+                exc.retry_after
+                if isinstance(exc.retry_after, int | float)
+                else exc.retry_after.total_seconds()
+            ) from None
+        except ChatMigrated as exc:
+            raise ChatMoved(str(exc.new_chat_id)) from None
+        except Forbidden as exc:
+            raise ChatUnavailable(redact(exc.message)) from None
+        except InvalidToken:
+            raise BadToken("Telegram rejected the bot token") from None
+        except BadRequest as exc:
+            text = exc.message.lower()
+            if "can't parse entities" in text or "can't find end" in text:
+                raise MarkupRejected(redact(exc.message)) from None
+            if "message is too long" in text:
+                raise MessageTooLong(redact(exc.message)) from None
+            if "chat not found" in text or "not enough rights" in text:
+                raise ChatUnavailable(redact(exc.message)) from None
+            raise DeliveryError(redact(exc.message)) from None
+        except (TimedOut, NetworkError) as exc:
+            raise TransientError(redact(exc.message or type(exc).__name__)) from None
+        except TelegramError as exc:
+            raise TransientError(redact(exc.message)) from None
+        return sent.message_id
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        if self._ready:
+            await self._bot.shutdown()
+
+
+class ConsoleSender:
+    """No token configured: alerts are printed for a person to read, and count as delivered."""
+
+    wants_html = False
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+
+    async def send(self, message: Outgoing) -> int | None:
+        """Print the message with the chat it was meant for."""
+        print(f"──── alert for {message.chat} ────", file=self._stream)
+        print(message.text, file=self._stream)
+        print(file=self._stream, flush=True)
+        return None
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
