@@ -1,0 +1,305 @@
+"""Wiring: builds the stages from a config and runs them, as a daemon or as one pass.
+
+``run`` schedules every feed on its own interval (APScheduler's asyncio scheduler, with jitter)
+and delivers continuously; ``once`` polls every feed one time and drains the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import __version__
+from .compose import MessageOptions
+from .config import FeedSettings, LoadedConfig, feed_interval, load_config
+from .deliver import Deliverer
+from .errors import ConfigError, StoreError
+from .fetch import Fetcher, FetchLimits
+from .logs import event
+from .matching import Matcher
+from .pipeline import FeedOutcome, Runtime, poll_feed
+from .store import Store
+from .systemd import notify, watchdog_interval_s
+from .telegram_api import ConsoleSender, Sender, TelegramSender
+
+log = logging.getLogger("aggregator.daemon")
+
+USER_AGENT = f"aggregator/{__version__} (+https://github.com/aggregator-news/aggregator)"
+# How long a stop waits for polls under way before giving up on them (their state is only
+# committed when they finish, so an abandoned poll is simply redone after the restart).
+STOP_GRACE_S = 3.0
+
+
+@dataclass
+class Services:
+    """The long-lived parts of a running program."""
+
+    runtime: Runtime
+    deliverer: Deliverer | None
+    sender: Sender | None
+
+
+def make_fetcher(loaded: LoadedConfig) -> Fetcher:
+    """The one HTTP client for all feeds, with the configured limits."""
+    polling = loaded.config.polling
+    limits = FetchLimits(
+        connect_timeout_s=polling.connect_timeout,
+        read_timeout_s=min(polling.timeout, 30.0),
+        deadline_s=polling.timeout,
+        max_body_bytes=polling.max_body,
+        max_redirects=polling.max_redirects,
+        max_in_flight=polling.max_in_flight,
+        max_per_host=polling.max_per_host,
+    )
+    return Fetcher(limits, user_agent=USER_AGENT)
+
+
+def make_sender(loaded: LoadedConfig, token: str | None) -> Sender:
+    """Telegram when a token is configured, else the terminal."""
+    if token is None:
+        return ConsoleSender()
+    telegram = loaded.config.telegram
+    return TelegramSender(api_url=telegram.api_url, token=token, timeout_s=telegram.send_timeout)
+
+
+@contextlib.asynccontextmanager
+async def services(
+    loaded: LoadedConfig, token: str | None, *, dry_run: bool = False
+) -> AsyncIterator[Services]:
+    """Open the store, the HTTP client and the sender; close them all on the way out."""
+    matcher = Matcher([w.rules() for w in loaded.config.watchlists])
+    store = Store.open(loaded.storage_path, readonly=dry_run)
+    fetcher = make_fetcher(loaded)
+    sender = None if dry_run else make_sender(loaded, token)
+    deliverer = (
+        None
+        if sender is None
+        else Deliverer(
+            store,
+            sender,
+            private_chat_interval_s=0.0 if isinstance(sender, ConsoleSender) else 1.0,
+        )
+    )
+    options = MessageOptions(timezone=ZoneInfo(loaded.config.telegram.timezone))
+    runtime = Runtime(
+        loaded=loaded, matcher=matcher, store=store, fetcher=fetcher, message_options=options
+    )
+    if deliverer is not None:
+        runtime.on_alerts = deliverer.wake
+    try:
+        yield Services(runtime, deliverer, sender)
+    finally:
+        if deliverer is not None:
+            await deliverer.aclose()
+        if sender is not None:
+            await sender.aclose()
+        await fetcher.aclose()
+        store.close()
+
+
+async def poll_all(runtime: Runtime, *, dry_run: bool = False) -> list[FeedOutcome]:
+    """Poll every enabled feed once, concurrently; a failing feed never stops the others."""
+    feeds = [f for f in runtime.loaded.config.feeds if f.enabled]
+    return list(await asyncio.gather(*(poll_feed(runtime, f, dry_run=dry_run) for f in feeds)))
+
+
+async def run_once(
+    loaded: LoadedConfig, token: str | None, *, dry_run: bool, timeout_s: float
+) -> tuple[list[FeedOutcome], int]:
+    """Poll each feed once and deliver; return the outcomes and how many alerts are left."""
+    async with services(loaded, token, dry_run=dry_run) as svc:
+        outcomes = await poll_all(svc.runtime, dry_run=dry_run)
+        if svc.deliverer is None:
+            return outcomes, 0
+        left = await svc.deliverer.drain(timeout_s)
+        if svc.deliverer.fatal:
+            raise svc.deliverer.fatal
+        return outcomes, left
+
+
+class Daemon:
+    """The long-running service: scheduled polls, continuous delivery, clean stop."""
+
+    def __init__(self, loaded: LoadedConfig, token: str | None) -> None:
+        self._loaded = loaded
+        self._token = token
+        self._stop = asyncio.Event()
+        self._polls: set[asyncio.Task[FeedOutcome]] = set()
+
+    def stop(self) -> None:
+        """Ask the daemon to finish in-flight work and exit."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        async with services(self._loaded, self._token) as svc:
+            assert svc.deliverer is not None
+            scheduler = self._schedule(svc.runtime)
+            scheduler.start()
+            loop.add_signal_handler(signal.SIGHUP, self.reload, scheduler, svc.runtime)
+            svc.deliverer.wake()  # alerts left queued by an earlier run go out first
+            event(
+                log,
+                logging.INFO,
+                "daemon started",
+                feeds=len(self._loaded.config.feeds),
+                watchlists=len(self._loaded.config.watchlists),
+                telegram="console" if self._token is None else "bot api",
+                store=self._loaded.storage_path,
+            )
+            notify("READY=1", f"STATUS=polling {len(self._loaded.config.feeds)} feeds")
+            watchdog_s = watchdog_interval_s()
+            stop_wait = asyncio.create_task(self._stop.wait())
+            while not self._stop.is_set() and not svc.deliverer.fatal:
+                await asyncio.wait({stop_wait}, timeout=min(1.0, watchdog_s or 1.0))
+                if watchdog_s and scheduler.running:
+                    notify("WATCHDOG=1")
+            notify("STOPPING=1")
+            scheduler.shutdown(wait=False)
+            event(log, logging.INFO, "stopping: finishing work under way")
+            if self._polls:
+                await asyncio.wait(self._polls, timeout=STOP_GRACE_S)
+            for task in self._polls:
+                task.cancel()
+            stop_wait.cancel()
+            fatal = svc.deliverer.fatal
+        event(log, logging.INFO, "stopped")
+        return 2 if fatal else 0
+
+    def _schedule(self, runtime: Runtime) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        self._sync_feed_jobs(scheduler, runtime, previous=None)
+        scheduler.add_job(
+            self._housekeeping,
+            IntervalTrigger(hours=1),
+            args=[runtime],
+            id="housekeeping",
+            next_run_time=datetime.now(UTC) + timedelta(minutes=1),
+            max_instances=1,
+            coalesce=True,
+        )
+        return scheduler
+
+    def _sync_feed_jobs(
+        self, scheduler: AsyncIOScheduler, runtime: Runtime, previous: LoadedConfig | None
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Make the scheduler's feed jobs match the config; return (added, changed, removed)."""
+        config = self._loaded.config
+        old = {f.name: f for f in previous.config.feeds if f.enabled} if previous else {}
+        new = {f.name: f for f in config.feeds if f.enabled}
+        old_interval = previous.config.polling.interval if previous else None
+        added: list[str] = []
+        changed: list[str] = []
+        now = datetime.now(UTC)
+        for name in old.keys() - new.keys():
+            scheduler.remove_job(name)
+        for name, feed in new.items():
+            before = old.get(name)
+            if before == feed and old_interval == config.polling.interval:
+                scheduler.modify_job(name, args=[runtime, feed])
+                continue
+            (changed if before else added).append(name)
+            interval = feed_interval(config, feed)
+            jitter = config.polling.jitter
+            # New feeds start within a few seconds, spread so they never fire in lockstep.
+            first = now + timedelta(seconds=random.uniform(0, min(5.0, interval * jitter)))
+            scheduler.add_job(
+                self._poll,
+                IntervalTrigger(seconds=interval, jitter=int(interval * jitter) or None),
+                args=[runtime, feed],
+                id=name,
+                name=name,
+                next_run_time=first,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=int(interval),
+                replace_existing=True,
+            )
+        return added, changed, sorted(old.keys() - new.keys())
+
+    def reload(self, scheduler: AsyncIOScheduler, runtime: Runtime) -> bool:
+        """Re-read the config file; apply it, or keep the running one if it is invalid."""
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            try:
+                loaded = load_config(self._loaded.path)
+            except ConfigError as exc:
+                for key, message in exc.problems:
+                    event(
+                        log,
+                        logging.ERROR,
+                        "new config refused; still running the old one",
+                        key=key,
+                        problem=message,
+                    )
+                return False
+            if loaded.storage_path != self._loaded.storage_path:
+                event(
+                    log,
+                    logging.ERROR,
+                    "new config refused: storage.path cannot change "
+                    "while running; restart to use it",
+                    path=loaded.storage_path,
+                )
+                return False
+            previous, self._loaded = self._loaded, loaded
+            runtime.loaded = loaded
+            runtime.matcher = Matcher([w.rules() for w in loaded.config.watchlists])
+            runtime.message_options = dataclasses.replace(
+                runtime.message_options, timezone=ZoneInfo(loaded.config.telegram.timezone)
+            )
+            added, changed, removed = self._sync_feed_jobs(scheduler, runtime, previous)
+            event(
+                log,
+                logging.INFO,
+                "config reloaded",
+                feeds_added=",".join(added),
+                feeds_changed=",".join(changed),
+                feeds_removed=",".join(removed),
+                watchlists=len(loaded.config.watchlists),
+            )
+            return True
+        finally:
+            notify("READY=1")
+
+    async def _housekeeping(self, runtime: Runtime) -> None:
+        """Retention: forget items that left their feed longer ago than storage.seen_ttl."""
+        config = self._loaded.config
+        try:
+            dropped = runtime.store.prune(
+                now=time.time(),
+                seen_ttl_s=config.storage.seen_ttl,
+                active_feeds=[f.name for f in config.feeds],
+            )
+        except StoreError as exc:
+            event(log, logging.ERROR, "retention pass failed; will retry", error=str(exc))
+            return
+        if dropped:
+            event(log, logging.INFO, "forgot old seen items", dropped=dropped)
+
+    async def _poll(self, runtime: Runtime, feed: FeedSettings) -> None:
+        if self._stop.is_set():
+            return
+        task = asyncio.create_task(poll_feed(runtime, feed))
+        self._polls.add(task)
+        try:
+            await task
+        except Exception:
+            log.exception("poll crashed", extra={"fields": {"feed": feed.name}})
+        finally:
+            self._polls.discard(task)
