@@ -19,7 +19,9 @@ from aggregator.parse import ParsedFeed, ParseError, parse_feed
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
 NEWS_AR = FEEDS / "news-ar"
-SHARED_SEED = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "seed" / "annahar-seed.xml"
+SHARED_SEED = (
+    Path(__file__).resolve().parents[2] / "shared" / "corpus" / "seed" / "annahar-seed.xml"
+)
 _ARABIC = re.compile("[\u0600-\u06ff]")
 _MOJIBAKE = re.compile("[\u00c0-\u00ff]{3,}|\ufffd")  # cp1256 read as Latin-1, or U+FFFD
 
