@@ -326,3 +326,50 @@ def test_sighup_reloads_feeds_and_watchlists_and_refuses_a_bad_config(
         daemon.close()
     sample_alerts = [m for m in telegram.sent_to("@syria_alerts") if SAMPLE_TITLE in m.text]
     assert len(sample_alerts) == 1, "no repeat of earlier alerts"
+
+
+GOLDEN = REPO / "tests" / "data" / "e2e" / "sample-alert.html"
+
+
+def test_the_exact_message_telegram_receives(
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
+) -> None:
+    config = _seed_config(tmp_path, feed_server, telegram)
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "[telegram]", '[telegram]\ntimezone = "Asia/Beirut"'
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli(["once", "-c", str(config)])
+    assert result.returncode == 0, result.stderr
+    (message,) = telegram.messages
+    assert message.link_preview_disabled is True
+    assert message.text == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_a_slow_feed_never_delays_the_others(
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
+) -> None:
+    feed_server.add("/slow.xml", SAMPLE.read_bytes())
+    feed_server.add_fault("/slow.xml", "hold")
+    feed_server.add("/fast.xml", (FEEDS / "news-ar" / "news-c-latest-cp1256.xml").read_bytes())
+    config = write_config(
+        tmp_path,
+        feeds=[
+            {"name": "slow", "url": feed_server.url_for("/slow.xml")},
+            {"name": "fast", "url": feed_server.url_for("/fast.xml")},
+        ],
+        watchlists=[{"name": "qatar", "any": ["قطر"], "channels": ["@qatar_alerts"]}],
+        telegram={"api_url": telegram.api_url},
+        token=TOKEN,
+    )
+    daemon = DaemonProcess(["run", "-c", str(config)])
+    try:
+        assert feed_server.wait_for_requests("/slow.xml", 1, timeout=20)
+        assert telegram.wait_for_messages(1, timeout=30), daemon.output()
+        assert feed_server.in_flight() >= 1, "the slow feed is still being fetched"
+        feed_server.release("/slow.xml")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
