@@ -1,8 +1,9 @@
-"""The ``aggregator`` command: run, once, check-config, match.
+"""The ``aggregator`` command: run, once, check-config, match, health, status, feeds.
 
-Exit codes (scripts rely on them): 0 success; 1 ``once`` left alerts queued; 2 the config (or
-the command line) is invalid; 3 the program could not start (store locked or unreadable) or
-Telegram rejected the token.
+Exit codes (scripts rely on them): 0 success; 1 ``once`` left alerts queued, ``health`` found the
+daemon unhealthy (for any reason, a bad config included: Docker reserves 2), ``status`` found no
+status to show; 2 the config, an OPML file or the command line is invalid; 3 the program could
+not start (store locked or unreadable) or Telegram rejected the token.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -21,12 +24,16 @@ from .compose import MessageOptions, render_console
 from .config import LoadedConfig, load_config, read_token, resolve_config_path
 from .daemon import Daemon, run_once
 from .errors import ConfigError, DeliveryError, StoreError
+from .health import check as check_health
 from .logs import register_secret, setup_logging
 from .matching import Matcher, format_explanations
 from .models import FIELDS
+from .opml import OpmlError, import_opml, read_opml_file, render_opml
 from .pipeline import Alert
+from .status import format_status, public_view
 
 EXIT_OK, EXIT_QUEUED, EXIT_CONFIG, EXIT_START = 0, 1, 2, 3
+EXIT_UNHEALTHY = EXIT_NO_STATUS = 1
 
 log = logging.getLogger("aggregator.cli")
 
@@ -38,6 +45,15 @@ _EXAMPLES = {
     "  aggregator check-config -c config.toml && systemctl reload aggregator",
     "match": 'examples:\n  aggregator match "أكّد وزير الدفاع ان #التدخل_الروسي في سوريا خطأ"\n'
     "  cat titles.txt | aggregator match --json",
+    "health": "examples:\n  aggregator health -c /etc/aggregator/config.toml\n"
+    '  HEALTHCHECK CMD ["aggregator", "health"]    (in a Dockerfile)',
+    "status": "examples:\n  aggregator status -c /etc/aggregator/config.toml\n"
+    "  aggregator status --json | jq '.feeds[] | select(.failures > 0) | .name'",
+    "feeds": "examples:\n  aggregator feeds import subscriptions.opml -c config.toml\n"
+    "  aggregator feeds export -c config.toml > feeds.opml",
+    "feeds import": "examples:\n  aggregator feeds import --dry-run feedly.opml -c config.toml\n"
+    "  aggregator feeds import feedly.opml -c config.toml && systemctl reload aggregator",
+    "feeds export": "example:\n  aggregator feeds export -c config.toml > feeds.opml",
 }
 
 
@@ -126,6 +142,52 @@ def _parser() -> argparse.ArgumentParser:
         choices=FIELDS,
         help="which item field the text stands for (default: title)",
     )
+    add(
+        "health",
+        "Exit 0 when the daemon is running and healthy: polls keep succeeding and delivery is "
+        "not blocked. Otherwise exit 1 and say why. Reads the status file the daemon keeps "
+        "beside its store.",
+    )
+    status = add(
+        "status",
+        "Show what the daemon is doing: each feed's last and next poll, failures and items, "
+        "each watchlist's matches in the last 24 hours, and the alerts queued per chat.",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    feeds_summary = "Import feeds from an OPML file into the config, or export them as OPML."
+    # No common options at this level: argparse would let the action's defaults overwrite them.
+    feeds = sub.add_parser(
+        "feeds",
+        help=feeds_summary,
+        description=feeds_summary,
+        epilog=_EXAMPLES["feeds"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    feeds_sub = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
+
+    def add_feeds(name: str, summary: str) -> argparse.ArgumentParser:
+        return feeds_sub.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=summary,
+            epilog=_EXAMPLES[f"feeds {name}"],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    feeds_import = add_feeds(
+        "import",
+        "Add the feeds of an OPML file (a feed reader's export) to the config file, keeping its "
+        "comments and layout. Feeds already there (same URL or name) are skipped; each folder "
+        "becomes a tag. Reload the daemon afterwards (systemctl reload aggregator).",
+    )
+    feeds_import.add_argument(
+        "file", metavar="FILE.opml", type=Path, help="an OPML export (Feedly, Inoreader, ...)"
+    )
+    feeds_import.add_argument(
+        "--dry-run", action="store_true", help="show what would be added; change nothing"
+    )
+    add_feeds("export", "Write the config's feeds as OPML 2.0 to stdout, folders by tag.")
     return parser
 
 
@@ -136,13 +198,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = resolve_config_path(args.config)
     if args.command == "check-config":
         return _check_config(path)
+    if args.command == "feeds" and args.feeds_command == "import":
+        return _feeds_import(path, args.file, dry_run=args.dry_run)
     try:
         loaded = load_config(path)
     except ConfigError as exc:
         print(f"aggregator: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_UNHEALTHY if args.command == "health" else EXIT_CONFIG
     if args.command == "match":
         return _match(loaded, args.texts, as_json=args.json, field=args.field)
+    if args.command == "health":
+        verdict, _ = check_health(loaded.storage_path, time.time())
+        print(verdict.line())
+        return EXIT_OK if verdict.healthy else EXIT_UNHEALTHY
+    if args.command == "status":
+        return _status(loaded, as_json=args.json)
+    if args.command == "feeds":
+        print(
+            render_opml(
+                loaded.config.feeds, title=f"aggregator feeds ({path})", now=datetime.now(UTC)
+            ),
+            end="",
+        )
+        return EXIT_OK
     try:
         token = read_token(loaded)
     except ConfigError as exc:
@@ -226,6 +304,58 @@ def _check_config(path: Path) -> int:
     print(
         f"{path}: valid ({len(config.feeds)} feeds, {len(config.watchlists)} watchlists"
         f"{f', {len(loaded.warnings)} warnings' if loaded.warnings else ''})"
+    )
+    return EXIT_OK
+
+
+def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
+    now = time.time()
+    verdict, status = check_health(loaded.storage_path, now)
+    if status is None:
+        print(f"aggregator: {verdict.summary}", file=sys.stderr)
+        return EXIT_NO_STATUS
+    if as_json:
+        data = public_view(status)
+        data["health"] = {
+            "healthy": verdict.healthy,
+            "summary": verdict.line(),
+            "problems": [{"kind": p.kind, "message": p.message} for p in verdict.problems],
+        }
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(format_status(status, f"health: {verdict.line()}", now))
+    return EXIT_OK
+
+
+def _feeds_import(path: Path, opml_path: Path, *, dry_run: bool) -> int:
+    try:
+        feeds = read_opml_file(opml_path)
+        plan = import_opml(path, feeds, dry_run=dry_run)
+    except OpmlError as exc:
+        print(f"aggregator: {exc}; {path} is unchanged", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"aggregator: {exc}", file=sys.stderr)
+        print(f"aggregator: {path} is unchanged", file=sys.stderr)
+        return EXIT_CONFIG
+    verb = "would add" if dry_run else "added"
+    for table in plan.added:
+        tags = f" tags={','.join(table['tags'])}" if table.get("tags") else ""
+        print(f"{verb} {table['name']} {table['url']}{tags}")
+    for feed, reason in plan.skipped:
+        print(f"skipped {feed.title or '(untitled)'} {feed.url}: {reason}")
+    if dry_run:
+        outcome = f"{len(plan.added)} feeds would be added (dry run: {path} is unchanged)"
+    elif plan.added:
+        outcome = (
+            f"{len(plan.added)} feeds added to {path}; reload the daemon to poll them "
+            "(systemctl reload aggregator, or SIGHUP)"
+        )
+    else:
+        outcome = f"nothing to add; {path} is unchanged"
+    print(
+        f"aggregator: {len(feeds)} feeds in {opml_path}: {outcome}, {len(plan.skipped)} skipped",
+        file=sys.stderr,
     )
     return EXIT_OK
 

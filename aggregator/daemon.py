@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
 import signal
 import time
@@ -27,9 +28,19 @@ from .config import FeedSettings, LoadedConfig, feed_interval, load_config
 from .deliver import Deliverer
 from .errors import ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
+from .health import assess, stale_after_s, watchdog_ok
 from .logs import event
 from .matching import Matcher
 from .pipeline import FeedOutcome, Runtime, poll_feed
+from .status import (
+    STATUS_EVERY_S,
+    DaemonStatus,
+    StatusFileError,
+    StatusTracker,
+    read_status,
+    status_path,
+    write_status,
+)
 from .store import Store
 from .systemd import notify, watchdog_interval_s
 from .telegram_api import ConsoleSender, Sender, TelegramSender
@@ -137,6 +148,10 @@ class Daemon:
         self._token = token
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[FeedOutcome]] = set()
+        self._status_path = status_path(loaded.storage_path)
+        self._tracker: StatusTracker | None = None
+        self._status_due = asyncio.Event()
+        self._status_error: str | None = None
 
     def stop(self) -> None:
         """Ask the daemon to finish in-flight work and exit."""
@@ -149,6 +164,12 @@ class Daemon:
             loop.add_signal_handler(signum, self.stop)
         async with services(self._loaded, self._token) as svc:
             assert svc.deliverer is not None
+            self._tracker = StatusTracker(
+                pid=os.getpid(),
+                started_at=time.time(),
+                feed_states=svc.runtime.store.feed_states(),
+                previous=self._previous_status(),
+            )
             scheduler = self._schedule(svc.runtime)
             scheduler.start()
             loop.add_signal_handler(signal.SIGHUP, self.reload, scheduler, svc.runtime)
@@ -163,12 +184,7 @@ class Daemon:
                 store=self._loaded.storage_path,
             )
             notify("READY=1", f"STATUS=polling {len(self._loaded.config.feeds)} feeds")
-            watchdog_s = watchdog_interval_s()
-            stop_wait = asyncio.create_task(self._stop.wait())
-            while not self._stop.is_set() and not svc.deliverer.fatal:
-                await asyncio.wait({stop_wait}, timeout=min(1.0, watchdog_s or 1.0))
-                if watchdog_s and scheduler.running:
-                    notify("WATCHDOG=1")
+            await self._supervise(svc, scheduler)
             notify("STOPPING=1")
             scheduler.shutdown(wait=False)
             event(log, logging.INFO, "stopping: finishing work under way")
@@ -176,10 +192,91 @@ class Daemon:
                 await asyncio.wait(self._polls, timeout=STOP_GRACE_S)
             for task in self._polls:
                 task.cancel()
-            stop_wait.cancel()
             fatal = svc.deliverer.fatal
+            self._write_status(self._status(svc, scheduler, running=False))
         event(log, logging.INFO, "stopped")
         return 2 if fatal else 0
+
+    async def _supervise(self, svc: Services, scheduler: AsyncIOScheduler) -> None:
+        """Until stopped: keep the status file current and ping the watchdog while healthy."""
+        assert svc.deliverer is not None
+        watchdog_s = watchdog_interval_s()
+        tick = min(1.0, watchdog_s or 1.0)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        status = self._status(svc, scheduler)
+        self._write_status(status)
+        written = time.monotonic()
+        shown = ""
+        try:
+            while not self._stop.is_set() and not svc.deliverer.fatal:
+                await asyncio.wait({stop_wait}, timeout=tick)
+                if self._status_due.is_set() or time.monotonic() - written >= STATUS_EVERY_S:
+                    self._status_due.clear()
+                    status = self._status(svc, scheduler)
+                    self._write_status(status)
+                    written = time.monotonic()
+                # Same judgement as `aggregator health`, on the in-memory status; the pings
+                # stop only for what a restart cures (see health.WATCHDOG_KINDS).
+                verdict = assess(status, time.time())
+                if verdict.line() != shown:
+                    shown = verdict.line()
+                    notify(f"STATUS={shown}")  # what `systemctl status` shows
+                if watchdog_s and scheduler.running and watchdog_ok(verdict):
+                    notify("WATCHDOG=1")
+        finally:
+            stop_wait.cancel()
+
+    def _status(
+        self, svc: Services, scheduler: AsyncIOScheduler, *, running: bool = True
+    ) -> DaemonStatus:
+        assert self._tracker is not None and svc.deliverer is not None
+        next_polls: dict[str, float | None] = {}
+        for job in scheduler.get_jobs():
+            when = getattr(job, "next_run_time", None)
+            next_polls[job.id] = when.timestamp() if when is not None else None
+        queue: dict[str, int] = {}
+        for entry in svc.runtime.store.pending():
+            queue[entry.chat] = queue.get(entry.chat, 0) + 1
+        fatal = svc.deliverer.fatal
+        return self._tracker.snapshot(
+            self._loaded,
+            now=time.time(),
+            stale_after_s=stale_after_s(self._loaded.config),
+            next_polls=next_polls,
+            queue=queue,
+            paused_chats=svc.deliverer.paused_chats,
+            fatal=None if fatal is None else str(fatal),
+            delivery=dict(svc.deliverer.stats),
+            running=running,
+        )
+
+    def _write_status(self, status: DaemonStatus) -> None:
+        """Write the status file; a failure is logged once, and never stops the daemon."""
+        try:
+            write_status(self._status_path, status)
+        except OSError as exc:
+            error = f"{exc.strerror or exc}"
+            if error != self._status_error:
+                event(
+                    log,
+                    logging.WARNING,
+                    "cannot write the status file; `aggregator health` will report "
+                    "this daemon as not responding",
+                    path=self._status_path,
+                    error=error,
+                )
+            self._status_error = error
+            return
+        if self._status_error is not None:
+            event(log, logging.INFO, "status file written again", path=self._status_path)
+            self._status_error = None
+
+    def _previous_status(self) -> DaemonStatus | None:
+        """The last run's status, for its 24-hour counts; None if there is none usable."""
+        try:
+            return read_status(self._status_path)
+        except StatusFileError:
+            return None
 
     def _schedule(self, runtime: Runtime) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -298,8 +395,12 @@ class Daemon:
         task = asyncio.create_task(poll_feed(runtime, feed))
         self._polls.add(task)
         try:
-            await task
-        except Exception:
+            outcome = await task
+        except Exception as exc:
             log.exception("poll crashed", extra={"fields": {"feed": feed.name}})
+            outcome = FeedOutcome(feed.name, "error", error=f"poll crashed: {exc!r}")
         finally:
             self._polls.discard(task)
+        if self._tracker is not None:
+            self._tracker.record(outcome, time.time())
+            self._status_due.set()

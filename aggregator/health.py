@@ -1,0 +1,179 @@
+"""Is the daemon healthy? One judgement, used by ``aggregator health`` and the systemd watchdog.
+
+Healthy means: the process is alive and still writing its status file, polls keep finishing,
+at least one feed succeeded within ``STALE_FACTOR`` times the shortest interval (plus one fetch
+timeout, so that a slow last fetch does not count against it), not every feed is failing, and
+delivery is not blocked for good (Telegram refused the token).
+
+The watchdog acts on a subset: a restart helps a daemon whose polls stopped finishing, not one
+whose feeds are down or whose network is gone, so those never stop the pings (systemd would only
+restart it in a loop, dropping its backoff state each time, while the outage goes on).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, feed_interval
+from .status import (
+    STATUS_EVERY_S,
+    DaemonStatus,
+    StatusFileError,
+    format_span,
+    read_status,
+    status_path,
+)
+
+STALE_FACTOR = 3
+# A status file older than this was written by a daemon that is hung or gone.
+UNRESPONSIVE_AFTER_S = 6 * STATUS_EVERY_S
+
+NOT_RUNNING = "not running"
+UNRESPONSIVE = "unresponsive"
+STALLED = "stalled"
+STALE = "stale"
+FAILING = "failing"
+FATAL = "fatal"
+NO_STATUS = "no status"
+# The problems that a restart of the process can cure.
+WATCHDOG_KINDS = frozenset({STALLED, FATAL})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason the daemon is not healthy."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a health check: healthy or not, and why, in words."""
+
+    healthy: bool
+    summary: str
+    problems: tuple[Problem, ...] = ()
+
+    def line(self) -> str:
+        """One line for a person: "healthy: ..." or "unhealthy: ...; ..."."""
+        if self.healthy:
+            return f"healthy: {self.summary}"
+        return "unhealthy: " + "; ".join(p.message for p in self.problems)
+
+
+def stale_after_s(config: Config) -> float | None:
+    """How long without a successful poll counts as stale; None when no feed is enabled."""
+    intervals = [feed_interval(config, f) for f in config.feeds if f.enabled]
+    if not intervals:
+        return None
+    return STALE_FACTOR * min(intervals) + config.polling.timeout
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (also when it belongs to another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ago(seconds: float) -> str:
+    return f"{max(0, round(seconds))} s ago"
+
+
+def assess(status: DaemonStatus, now: float, *, process_alive: bool = True) -> Verdict:
+    """Judge a status document at ``now``; ``process_alive`` is the caller's pid check."""
+    problems: list[Problem] = []
+    running = status.running and process_alive
+    if not running:
+        when = f"stopped {_ago(now - status.stopped_at)}" if status.stopped_at else "gone"
+        problems.append(Problem(NOT_RUNNING, f"not running (pid {status.pid} {when})"))
+    elif now - status.updated_at > UNRESPONSIVE_AFTER_S:
+        problems.append(
+            Problem(
+                UNRESPONSIVE,
+                f"unresponsive: pid {status.pid} last wrote its status "
+                f"{_ago(now - status.updated_at)} (it writes every {STATUS_EVERY_S:g} s)",
+            )
+        )
+    if status.fatal:
+        problems.append(Problem(FATAL, f"delivery blocked (fatal): {status.fatal}"))
+    enabled = [f for f in status.feeds if f.enabled]
+    if running and enabled and status.stale_after_s is not None:
+        limit = status.stale_after_s
+        since_poll = now - max(status.last_poll_at or 0.0, status.started_at)
+        since_success = now - max(status.last_success_at or 0.0, status.started_at)
+        if since_poll > limit:
+            problems.append(
+                Problem(
+                    STALLED,
+                    f"stalled: no poll finished for {round(since_poll)} s "
+                    f"(limit {limit:g} s); the scheduler or a fetch is stuck",
+                )
+            )
+        elif since_success > limit:
+            last = (
+                f"last successful poll {_ago(now - status.last_success_at)}"
+                if status.last_success_at
+                else f"no successful poll since the start {_ago(now - status.started_at)}"
+            )
+            problems.append(
+                Problem(
+                    STALE,
+                    f"stale: {last}, more than {STALE_FACTOR} times the shortest interval "
+                    f"({status.shortest_interval_s:g} s) plus the fetch timeout "
+                    f"({status.fetch_timeout_s:g} s)",
+                )
+            )
+        if all(f.failures > 0 for f in enabled):
+            errors = ", ".join(f"{f.name}: {f.last_error or 'failed'}" for f in enabled[:3])
+            more = f" and {len(enabled) - 3} more" if len(enabled) > 3 else ""
+            problems.append(
+                Problem(FAILING, f"every feed failing ({len(enabled)}): {errors}{more}")
+            )
+    if problems:
+        return Verdict(False, problems[0].message, tuple(problems))
+    return Verdict(True, _summary(status, now))
+
+
+def _summary(status: DaemonStatus, now: float) -> str:
+    enabled = [f for f in status.feeds if f.enabled]
+    ok = sum(1 for f in enabled if f.failures == 0 and f.last_success_at is not None)
+    parts = [f"pid {status.pid}", f"up {format_span(now - status.started_at)}"]
+    if status.last_poll_at is None:
+        parts.append("starting: no poll finished yet")
+    elif status.last_success_at is not None:
+        parts.append(f"last successful poll {_ago(now - status.last_success_at)}")
+    parts.append(f"{ok}/{len(enabled)} feeds ok")
+    parts.append(f"{sum(status.queue.values())} alerts queued")
+    if status.paused_chats:
+        parts.append(f"{len(status.paused_chats)} chats paused")
+    return ", ".join(parts)
+
+
+def watchdog_ok(verdict: Verdict) -> bool:
+    """Whether the systemd watchdog should be pinged: no problem that a restart would cure."""
+    return not any(p.kind in WATCHDOG_KINDS for p in verdict.problems)
+
+
+def check(storage_path: Path, now: float) -> tuple[Verdict, DaemonStatus | None]:
+    """Read the status file beside this store and judge it (the CLI's health check)."""
+    path = status_path(storage_path)
+    try:
+        status = read_status(path)
+    except StatusFileError as exc:
+        reason = (
+            f"not running: {exc} (the daemon writes it once it starts)"
+            if not path.exists()
+            else str(exc)
+        )
+        return Verdict(False, reason, (Problem(NO_STATUS, reason),)), None
+    return assess(status, now, process_alive=pid_alive(status.pid)), status
