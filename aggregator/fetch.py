@@ -488,8 +488,11 @@ def _phrase(status: int) -> str:
 
 
 def _format_size(size: int) -> str:
+    """The cap as the config most likely wrote it: "10MB" is 10,000,000 bytes, not 10 MiB."""
     if size % _MIB == 0:
         return f"{size // _MIB} MiB"
     if size % 1024 == 0:
         return f"{size // 1024} KiB"
+    if size % 1_000_000 == 0:
+        return f"{size // 1_000_000} MB"
     return f"{size} bytes"

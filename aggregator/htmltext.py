@@ -250,6 +250,8 @@ class _KeptParagraphs:
     def _copy_of(self, tokens: list[str]) -> int | None:
         """Index of a kept paragraph that tokens repeats, if any."""
         n = len(tokens)
+        if n < min(_PREFIX_MIN_TOKENS, _NEAR_MIN_TOKENS):
+            return None  # too short to be a near-copy or a truncated copy of anything
         words = set(tokens)
         for index in range(max(0, len(self.texts) - _NEAR_WINDOW), len(self.texts)):
             other = self._tokens[index]

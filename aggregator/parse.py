@@ -8,6 +8,8 @@ not a feed at all refused with a ParseError that says what it looks like instead
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import io
 import re
 import time
@@ -27,6 +29,12 @@ from aggregator.models import Item
 # nested and external entities itself, but keeps flat ones and expands them in its fallback
 # parser, so a 1 MB body of "&a;" references to a long entity would grow quadratically.
 MAX_ENTITY_EXPANSION = 1_000_000
+# feedparser does work that grows with the square of two counts: the tags of one item (it
+# dedupes each new category against a list of the earlier ones) and the attributes of one
+# element (xml.sax looks each one up by a linear scan). 20,000 categories in one item take it
+# 5 s, 40,000 attributes on one element 13 s, and a 10 MB body could hold hours of either.
+# Summed over items (or elements), those squares may be at most this much, about half a second.
+MAX_QUADRATIC_WORK = 50_000_000
 
 _SY_PERIOD_S = {
     "hourly": 3600,
@@ -39,7 +47,33 @@ _LINK_SCHEMES = frozenset({"http", "https"})
 _ENTITY_DECL = re.compile(rb"<!ENTITY\s+(%\s*)?([^\s%;&<>\"']+)\s+(\"([^\"]*)\"|'([^']*)')")
 _FIRST_ELEMENT = re.compile(rb"<([A-Za-z_][\w.:-]*)")
 _PROLOG_JUNK = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(\[.*?\])?\s*>", re.DOTALL)
+# Where an item (or entry) starts; what feedparser turns into a tag; where a tag list is split
+# at commas (itunes:keywords, media:keywords, tags); a start tag long enough to carry hundreds
+# of attributes.
+_ITEM_START = re.compile(rb"<(?:[\w.-]+:)?(?:item|entry)[\s/>]", re.IGNORECASE)
+_TAG_START = re.compile(rb"<(?:[\w.-]+:)?(?:category|subject|keywords|tags)[\s/>]", re.IGNORECASE)
+_SPLIT_TAGS = re.compile(rb"<(?:[\w.-]+:)?(?:keywords|tags)[\s/>]", re.IGNORECASE)
+_COMMA = re.compile(rb",|&#0*44;|&#x0*2c;", re.IGNORECASE)
+_LONG_START_TAG = re.compile(rb"<[A-Za-z_][^<>]{1000,}")
+_START_TAG = re.compile(rb"<[A-Za-z_][^<>]*")
+_REFERENCE = re.compile(rb"&([^\s%;&<>\"']+);")
+_ATTRIBUTE = re.compile(rb"""([^\s=<>/"']+)\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]*)""")
 _HTML_SIGNS = re.compile(rb"<!DOCTYPE\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.IGNORECASE)
+# The date and time fields of an ISO 8601 / W3DTF date, and a numeric zone offset at the end.
+# feedparser rolls out-of-range fields over ("2024-13-45" becomes 2025-01-01), so a date whose
+# fields are out of range is refused here instead of becoming another, plausible date.
+_ISO_FIELDS = re.compile(
+    r"\s*(\d{4})-(\d{1,2})(?:-(\d{1,2}))?(?:[T\s]+(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?)?"
+)
+_ZONE_OFFSET = re.compile(r"[+-](\d{2}):?(\d{2})\s*$")
+_XML_ENCODING = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']"
+)
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([^\s;\"']*)", re.IGNORECASE)
+_UTF8_NAMES = frozenset({"utf-8", "utf8", "utf_8"})
+# A body that is not valid UTF-8 is taken for damaged UTF-8 (rather than another encoding) when
+# it holds at least this many well-formed non-ASCII characters per invalid byte sequence.
+_UTF8_MIN_GOOD_PER_BAD = 10
 
 
 class ParseError(AggregatorError):
@@ -69,7 +103,9 @@ def parse_feed(
     if not body.strip():
         raise ParseError("empty body")
     _check_entity_expansion(body)
+    _check_quadratic_work(body)
     response_headers = {name.lower(): value for name, value in (headers or {}).items()}
+    body, repaired = _repair_utf8(body, response_headers)
     try:
         # A stream, never bytes or a str: given those, feedparser first tries them as a path
         # to open, so a body that happens to name a local file would be read from disk.
@@ -85,9 +121,12 @@ def parse_feed(
         raise ParseError(_not_a_feed(body, parsed))
 
     try:
-        return _feed(parsed, feed_name, base_url)
+        feed = _feed(parsed, feed_name, base_url)
     except Exception as exc:  # a shape of feedparser output we did not foresee: still a bad feed
         raise ParseError(f"unreadable feed structure: {type(exc).__name__}: {exc}") from exc
+    if repaired:
+        feed = dataclasses.replace(feed, bozo="; ".join(filter(None, (repaired, feed.bozo))))
+    return feed
 
 
 def _feed(parsed: Mapping[str, Any], feed_name: str, base_url: str | None) -> ParsedFeed:
@@ -166,28 +205,81 @@ def _absolute_link(link: Any, base: str | None) -> str | None:
 
 def _categories(tags: list[Mapping[str, Any]]) -> str:
     """One category per line: each tag's term, and its label when the label says more."""
-    lines: list[str] = []
+    lines: dict[str, None] = {}  # a dict, not a list: thousands of tags must not cost their square
     for tag in tags:
         for value in (tag.get("term"), tag.get("label")):
             if isinstance(value, str):
                 line = " ".join(value.split())
-                if line and line not in lines:
-                    lines.append(line)
+                if line:
+                    lines[line] = None
     return "\n".join(lines)
 
 
 def _published(entry: dict[str, Any]) -> datetime | None:
     """Aware UTC publication time (or update time when there is none); None if unusable."""
-    for key in ("published_parsed", "updated_parsed"):
+    for key in ("published", "updated"):
         # dict.get: FeedParserDict.get warns when it maps updated_parsed to published_parsed.
-        value = dict.get(entry, key)
-        if isinstance(value, time.struct_time):
+        value = dict.get(entry, key + "_parsed")
+        if isinstance(value, time.struct_time) and _fields_in_range(dict.get(entry, key)):
             try:
                 # feedparser already converted to UTC; a leap second is clamped to :59.
                 return datetime(*value[:5], min(value[5], 59), tzinfo=UTC)
             except (ValueError, OverflowError):
                 continue
     return None
+
+
+def _fields_in_range(raw: Any) -> bool:
+    """False when a date's written fields are out of range (month 13, Feb 30, zone +25:00)."""
+    if not isinstance(raw, str):
+        return True
+    iso = _ISO_FIELDS.match(raw)
+    if iso:
+        year, month, day, hour, minute, second = (int(g) if g else 0 for g in iso.groups())
+        try:
+            datetime(year, month, day or 1, tzinfo=UTC)
+        except ValueError:
+            return False
+        # 24:00 is midnight at the end of the day; a leap second is :60.
+        if hour > 24 or minute > 59 or second > 60 or (hour == 24 and minute + second > 0):
+            return False
+    zone = _ZONE_OFFSET.search(raw)
+    return not zone or (int(zone.group(1)) <= 23 and int(zone.group(2)) <= 59)
+
+
+def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, str | None]:
+    """Replace the few invalid byte sequences of a UTF-8 body; say how many, when there were any.
+
+    feedparser decodes a UTF-8 document that has even one invalid byte as windows-1252 or
+    iso-8859-2, which turns all of its Arabic into mojibake that no watchlist matches. A body
+    that is mostly well-formed UTF-8 loses only its bad bytes (to U+FFFD) instead; one declared
+    as another encoding, or that is mostly not UTF-8, is left to feedparser's own fallback.
+    """
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:
+        return body, None  # UTF-16 or UTF-32
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return body, None
+    charset = _CHARSET.search(headers.get("content-type", ""))
+    declared_match = _XML_ENCODING.match(body)
+    if charset and charset.group(1):
+        declared = charset.group(1)
+    elif declared_match:
+        declared = declared_match.group(1).decode("ascii", "replace")
+    else:
+        declared = "utf-8"
+    if declared.strip().lower() not in _UTF8_NAMES:
+        return body, None
+    text = body.decode("utf-8", "replace")
+    replaced = text.count("\ufffd")
+    bad = replaced - body.count("\ufffd".encode())
+    good = len(text) - len(text.encode("ascii", "ignore")) - replaced
+    if good < _UTF8_MIN_GOOD_PER_BAD * bad:
+        return body, None
+    return text.encode("utf-8"), f"invalid UTF-8: {bad} byte sequence(s) replaced"
 
 
 def _ttl_s(value: Any) -> int | None:
@@ -235,6 +327,59 @@ def _check_entity_expansion(body: bytes) -> None:
             f"entity expansion too large: declared entities would expand to {total} bytes "
             f"(limit {MAX_ENTITY_EXPANSION})"
         )
+
+
+def _check_quadratic_work(body: bytes) -> None:
+    """Refuse documents on which feedparser would spend minutes (see MAX_QUADRATIC_WORK).
+
+    The counts are upper bounds taken from the bytes: every comma of an item that has a
+    keyword list counts as a tag, and an entity whose value holds markup counts as that markup
+    at each of its references. Linear in the body: each item and each reference is seen once.
+    """
+    starts = [m.start() for m in _ITEM_START.finditer(body)]
+    tags = []
+    for begin, end in zip([0, *starts], [*starts, len(body)], strict=True):
+        chunk = body[begin:end]
+        count = len(_TAG_START.findall(chunk))
+        if _SPLIT_TAGS.search(chunk):
+            count += len(_COMMA.findall(chunk))
+        tags.append(count)
+    attributes = [_attribute_count(m.group()) for m in _LONG_START_TAG.finditer(body)]
+    attribute_work = sum(count * count for count in attributes)
+    entities = {
+        m.group(2): value
+        for m in _ENTITY_DECL.finditer(body)
+        if not m.group(1) and b"<" in (value := m.group(4) or m.group(5) or b"")
+    }
+    if entities:
+        # What one reference to each entity adds: its tags, and its elements' attribute work.
+        added = {
+            name: (
+                len(_TAG_START.findall(value)),
+                sum(_attribute_count(tag.group()) ** 2 for tag in _START_TAG.finditer(value)),
+            )
+            for name, value in entities.items()
+        }
+        for reference in _REFERENCE.finditer(body):
+            if (more := added.get(reference.group(1))) is not None:
+                tags[bisect.bisect_right(starts, reference.start())] += more[0]
+                attribute_work += more[1]
+    if sum(count * count for count in tags) > MAX_QUADRATIC_WORK:
+        raise ParseError(f"too many categories: up to {max(tags)} in one item")
+    if attribute_work > MAX_QUADRATIC_WORK:
+        most = max(attributes, default=0)
+        raise ParseError(
+            f"too many attributes: up to {most} on one element"
+            if most
+            else "too many attributes: entities repeat elements with many attributes"
+        )
+
+
+def _attribute_count(start_tag: bytes) -> int:
+    """How many attributes one start tag has, namespace declarations aside."""
+    # expat keeps namespace declarations apart; they never reach xml.sax's slow lookup.
+    names = _ATTRIBUTE.findall(start_tag)
+    return sum(1 for name in names if not name.lower().startswith(b"xmlns"))
 
 
 def _not_a_feed(body: bytes, parsed: Mapping[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Fuzzing the feed path: the check shared by the hypothesis tests and the atheris target."""
