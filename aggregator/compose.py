@@ -144,6 +144,45 @@ def compose_alert(
     return Message(html=html_text, plain=plain, disable_preview=not options.link_preview)
 
 
+def add_sources(
+    html_text: str, plain: str, sources: Sequence[tuple[str, str | None]]
+) -> tuple[str, str]:
+    """An alert with a last line "also: <source>, ..." naming other outlets of its story.
+
+    ``sources`` are (name, link) pairs; ``html_text`` and ``plain`` are a Message's, as composed
+    (never a message that already has this line: build from the original each time). Each name
+    is cleaned, capped and wrapped in an isolate so that an Arabic name in the Latin line, or a
+    Latin one beside it, keeps its place; a link that is not a safe http(s) URL is left out.
+    Sources are dropped from the end until the message fits Telegram's limit; with none left,
+    the message comes back unchanged.
+    """
+    listed: list[tuple[str, str | None]] = []
+    for name, link in sources:
+        shown = _cut(_one_line(name), NAME_MAX)
+        if shown:
+            listed.append((shown, _safe_href(link)))
+    for count in range(len(listed), 0, -1):
+        html_line, plain_line = _also_line(listed[:count])
+        new_plain = f"{plain}\n{plain_line}"
+        # `plain` shows everything the HTML shows (and the links too), so fitting it fits both.
+        if _utf16_len(new_plain) <= TELEGRAM_LIMIT:
+            return f"{html_text}\n{html_line}", new_plain
+    return html_text, plain
+
+
+def _also_line(sources: Sequence[tuple[str, str | None]]) -> tuple[str, str]:
+    """(html, plain) of the "also:" line; names isolated with FSI ... PDI."""
+    html_parts: list[str] = []
+    plain_parts: list[str] = []
+    for name, href in sources:
+        escaped = html.escape(name, quote=False)
+        if href:
+            escaped = f'<a href="{html.escape(href, quote=True)}">{escaped}</a>'
+        html_parts.append(f"{rtl.FSI}{escaped}{rtl.PDI}")
+        plain_parts.append(f"{rtl.FSI}{name}{rtl.PDI}" + (f" {href}" if href else ""))
+    return "also: " + ", ".join(html_parts), "also: " + ", ".join(plain_parts)
+
+
 def render_console(
     item: Item,
     match: WatchlistMatch,

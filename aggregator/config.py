@@ -129,6 +129,13 @@ class PollingSettings(_Section):
         return value
 
 
+class DedupSettings(_Section):
+    """[dedup]: one alert per story; a near-duplicate from another outlet edits the first one."""
+
+    window: Duration = 48 * 3600.0  # how long a near-duplicate still joins an alert; 0: off
+    threshold: float = Field(default=0.65, gt=0, le=1)  # word containment (aggregator/cluster)
+
+
 class FeedSettings(_Section):
     """One [[feeds]] entry."""
 
@@ -200,6 +207,7 @@ class Config(_Section):
     telegram: TelegramSettings = TelegramSettings()
     storage: StorageSettings = StorageSettings()
     polling: PollingSettings = PollingSettings()
+    dedup: DedupSettings = DedupSettings()
     feeds: tuple[FeedSettings, ...] = ()
     watchlists: tuple[WatchlistSettings, ...] = ()
 

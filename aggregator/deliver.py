@@ -1,27 +1,33 @@
 """The deliver stage: drains the durable outbox chat by chat, under Telegram's limits.
 
-One worker task per chat with pending alerts sends them oldest first. A chat that must wait
-(429, network trouble, a paused chat) waits alone; the other chats go on. An alert leaves the
-outbox only after Telegram confirmed it (``Store.mark_sent``), so a crash at any moment loses
-nothing; the one duplicate possible is a send confirmed in the instant before that write.
+One worker task per chat with pending alerts or edits sends them oldest first. A chat that must
+wait (429, network trouble, a paused chat) waits alone; the other chats go on. An alert leaves
+the outbox only after Telegram confirmed it (``Store.mark_sent``), so a crash at any moment
+loses nothing; the one duplicate possible is a send confirmed in the instant before that write.
+Edits (a near-duplicate's source added to an alert already sent) are queued in the store the
+same way and leave it only once Telegram applied them (``Store.edit_done``); an edit sent twice
+is harmless, Telegram answers "not modified".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from .errors import DeliveryError, StoreError
 from .logs import event
-from .store import OutboxEntry, Store
+from .store import EditEntry, OutboxEntry, Store
 from .telegram_api import (
     BadToken,
     ChatMoved,
     ChatUnavailable,
+    EditTargetGone,
     MarkupRejected,
     MessageTooLong,
     Outgoing,
@@ -89,20 +95,24 @@ class Deliverer:
         return dict(self._paused)
 
     def wake(self) -> None:
-        """Start a worker for every chat that has pending alerts and none running."""
+        """Start a worker for every chat that has pending alerts or edits and none running."""
         if self._stop.is_set() or self.fatal:
             return
-        for chat in {entry.chat for entry in self._store.pending()}:
+        chats = {entry.chat for entry in self._store.pending()}
+        chats |= {edit.chat for edit in self._store.pending_edits()}
+        for chat in chats:
             task = self._workers.get(chat)
             if chat not in self._paused and (task is None or task.done()):
                 self._workers[chat] = asyncio.create_task(self._work(chat), name=f"deliver {chat}")
 
     def deliverable(self) -> int:
-        """How many pending alerts are for chats that are not paused."""
-        return sum(1 for e in self._store.pending() if e.chat not in self._paused)
+        """How many pending alerts and edits are for chats that are not paused."""
+        jobs: list[OutboxEntry | EditEntry] = [*self._store.pending(), *self._store.pending_edits()]
+        return sum(1 for job in jobs if job.chat not in self._paused)
 
     async def drain(self, timeout_s: float) -> int:
-        """Deliver until nothing deliverable is left or the timeout passes; return what is left."""
+        """Deliver until nothing deliverable is left or the timeout passes; return how many
+        alerts and edits are left."""
         deadline = time.monotonic() + timeout_s
         while not self.fatal:
             self.wake()
@@ -114,7 +124,7 @@ class Deliverer:
                 break
             await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         await self.aclose()
-        return len(self._store.pending())
+        return self._store.pending_count() + len(self._store.pending_edits())
 
     async def aclose(self) -> None:
         """Stop the workers; a send already under way finishes and is recorded first."""
@@ -129,18 +139,38 @@ class Deliverer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), seconds)
 
+    def _next(self, chat: str) -> OutboxEntry | EditEntry | None:
+        """The chat's oldest pending alert or edit."""
+        jobs: list[OutboxEntry | EditEntry] = [
+            *self._store.pending(chat)[:1],
+            *self._store.pending_edits(chat)[:1],
+        ]
+        return min(jobs, key=lambda job: job.created_at, default=None)
+
     async def _work(self, chat: str) -> None:
         backoff = 1.0
         while not self._stop.is_set():
-            pending = self._store.pending(chat)
-            if not pending:
+            job = self._next(chat)
+            if job is None:
                 return
-            entry = pending[0]
+            job_id = job.id if isinstance(job, OutboxEntry) else f"edit {job.target}"
+            message_id: int | None = None
+            if isinstance(job, EditEntry):
+                record = self._store.sent_record(job.target)
+                message_id = None if record is None else record.message_id
+                if message_id is None:
+                    # Given up on, sent to the terminal, or forgotten: nothing to edit.
+                    await self._record(job, functools.partial(self._store.edit_done, job.target))
+                    continue
             await self._pace(chat)
             if self._stop.is_set():
                 return
             try:
-                message_id = await self._send(entry)
+                if isinstance(job, EditEntry):
+                    assert message_id is not None
+                    await self._edit(job, message_id)
+                else:
+                    message_id = await self._send(job)
             except RetryLater as exc:
                 self.stats["retry_after"] += 1
                 event(
@@ -161,7 +191,7 @@ class Deliverer:
                     logging.WARNING,
                     "send failed, will retry",
                     chat=chat,
-                    alert=entry.id,
+                    alert=job_id,
                     error=str(exc),
                     retry_in_s=round(delay, 1),
                 )
@@ -187,7 +217,7 @@ class Deliverer:
                     "cannot post to chat; its alerts stay queued",
                     chat=chat,
                     error=str(exc),
-                    queued=len(pending),
+                    queued=len(self._store.pending(chat)) + len(self._store.pending_edits(chat)),
                 )
                 return
             except BadToken as exc:
@@ -195,15 +225,25 @@ class Deliverer:
                 event(log, logging.CRITICAL, str(exc))
                 self._stop.set()
                 return
+            except EditTargetGone as exc:
+                self.stats["edits_dropped"] += 1
+                event(
+                    log,
+                    logging.INFO,
+                    "alert to edit is gone; dropping the edit",
+                    chat=chat,
+                    alert=job_id,
+                    error=str(exc),
+                )
             except DeliveryError as exc:
-                self._failures[entry.id] += 1
-                if self._failures[entry.id] < MAX_PERMANENT_FAILURES:
+                self._failures[job_id] += 1
+                if self._failures[job_id] < MAX_PERMANENT_FAILURES:
                     event(
                         log,
                         logging.WARNING,
                         "Telegram refused the alert, will retry",
                         chat=chat,
-                        alert=entry.id,
+                        alert=job_id,
                         error=str(exc),
                     )
                     await self._wait(min(backoff, MAX_BACKOFF_S))
@@ -213,18 +253,27 @@ class Deliverer:
                 event(
                     log,
                     logging.ERROR,
-                    "giving up on alert",
+                    "giving up on alert" if isinstance(job, OutboxEntry) else "giving up on edit",
                     chat=chat,
-                    alert=entry.id,
-                    feed=entry.feed,
-                    watchlist=entry.watchlist,
+                    alert=job_id,
+                    feed=job.feed if isinstance(job, OutboxEntry) else None,
+                    watchlist=job.watchlist if isinstance(job, OutboxEntry) else None,
                     error=str(exc),
                 )
                 message_id = None
             else:
-                self.stats["sent"] += 1
+                self.stats["sent" if isinstance(job, OutboxEntry) else "edited"] += 1
             backoff = 1.0
-            await self._record_sent(entry, message_id)
+            self._failures.pop(job_id, None)
+            await self._record(job, self._done(job, message_id))
+
+    def _done(self, job: OutboxEntry | EditEntry, message_id: int | None) -> Callable[[], None]:
+        """The store write that retires a job Telegram answered (or that was given up on)."""
+        if isinstance(job, EditEntry):
+            return lambda: self._store.edit_done(job.target, sent_text=job.text)
+        return lambda: self._store.mark_sent(
+            job.id, message_id=message_id, sent_at=time.time(), sent_text=job.text
+        )
 
     async def _pace(self, chat: str) -> None:
         if _is_private(chat) and self._private_interval > 0:
@@ -261,6 +310,34 @@ class Deliverer:
         finally:
             self._last_send[entry.chat] = time.monotonic()
 
+    async def _edit(self, edit: EditEntry, message_id: int) -> None:
+        html = self._sender.wants_html
+        try:
+            await self._sender.edit(
+                Outgoing(
+                    edit.chat,
+                    edit.text if html else edit.plain,
+                    html=html,
+                    disable_preview=edit.disable_preview,
+                ),
+                message_id,
+            )
+        except MarkupRejected as exc:
+            event(
+                log,
+                logging.WARNING,
+                "Telegram could not parse the HTML; editing with plain text",
+                chat=edit.chat,
+                alert=edit.target,
+                error=str(exc),
+            )
+            await self._sender.edit(
+                Outgoing(edit.chat, edit.plain, html=False, disable_preview=edit.disable_preview),
+                message_id,
+            )
+        finally:
+            self._last_send[edit.chat] = time.monotonic()
+
     async def _send_plain(self, entry: OutboxEntry) -> int | None:
         first: int | None = None
         for piece in split_text(entry.plain):
@@ -270,13 +347,12 @@ class Deliverer:
             first = first if first is not None else message_id
         return first
 
-    async def _record_sent(self, entry: OutboxEntry, message_id: int | None) -> None:
-        """Remove a confirmed alert from the outbox; keep retrying if the disk refuses."""
+    async def _record(self, job: OutboxEntry | EditEntry, write: Callable[[], None]) -> None:
+        """Retire a job in the store; keep retrying if the disk refuses."""
         delay = 1.0
         while True:
             try:
-                self._store.mark_sent(entry.id, message_id=message_id, sent_at=time.time())
-                self._failures.pop(entry.id, None)
+                write()
                 return
             except StoreError as exc:
                 # Sending more now would be duplicated after a restart: hold this chat until the
@@ -285,8 +361,8 @@ class Deliverer:
                     log,
                     logging.ERROR,
                     "cannot record a sent alert; holding delivery",
-                    chat=entry.chat,
-                    alert=entry.id,
+                    chat=job.chat,
+                    alert=job.id if isinstance(job, OutboxEntry) else f"edit {job.target}",
                     error=str(exc),
                 )
                 if self._stop.is_set():

@@ -3,6 +3,10 @@
 An item's primary key is its guid scoped to its site, else its normalized link, else a hash of
 its text. The normalized link is also a secondary key, so the same article listed in two feeds
 (two section feeds of one site, or an aggregator and the source) is recognized as one item.
+
+Some feeds' guids identify nothing: left empty on some items, one guid repeated for every item,
+or a new guid on each fetch for the same article. ``guid_problem`` spots those, and the pipeline
+then keys that feed's items by link (``use_guid=False``) for good.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from aggregator.models import Item
@@ -61,22 +67,56 @@ def normalize_link(url: str) -> str:
     return normalized
 
 
-def item_keys(item: Item, *, feed_url: str) -> tuple[str, ...]:
-    """Keys of an item, primary first: guid (scoped to its site), link, or a hash of its text."""
+def item_keys(item: Item, *, feed_url: str, use_guid: bool = True) -> tuple[str, ...]:
+    """Keys of an item, primary first: guid (scoped to its site), link, or a hash of its text.
+
+    ``use_guid=False`` leaves the guid out, for a feed whose guids proved unreliable.
+    """
     link = normalize_link(item.link) if item.link else None
     keys: list[str] = []
-    if item.guid:
-        site = _site(item.link) or _site(feed_url)
-        guid = item.guid
-        if guid.lower().startswith(("http://", "https://")):
-            guid = normalize_link(guid)  # permalink guids carry tracking params too
-        keys.append(f"guid:{site}:{guid}")
+    if item.guid and use_guid:
+        keys.append(_guid_key(item, item.guid, feed_url))
     if link:
         keys.append(f"link:{link}")
     if not keys:
         text = _fold(item.title) + "\n" + _fold(item.content or item.summary)
         keys.append("hash:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:_HASH_LENGTH])
     return tuple(keys)
+
+
+def guid_problem(
+    items: Sequence[Item], *, feed_url: str, seen_here: Callable[[str], bool]
+) -> str | None:
+    """Why this fetch shows that the feed's guids cannot identify its items; None if it does not.
+
+    ``seen_here(key)`` tells whether the key was seen on an item of this same feed. Unreliable:
+    some items have a guid and others none (empty); one guid on several items; or, on at least
+    two items (or the only one), a new guid beside a link this feed already listed. The reverse,
+    a known guid with a new link, is what guids are for (an article's address changed), so it
+    counts for nothing.
+    """
+    guids = [item.guid for item in items if item.guid]
+    if not guids:
+        return None  # no guids at all: the items are keyed by link already
+    if len(guids) < len(items):
+        return f"{len(items) - len(guids)} of {len(items)} items have no guid or an empty one"
+    guid, uses = Counter(guids).most_common(1)[0]
+    if uses > 1:
+        return f"{uses} of {len(items)} items have the same guid {guid[:80]!r}"
+    changed = 0
+    for item in items:
+        if item.guid and item.link and seen_here(f"link:{normalize_link(item.link)}"):
+            changed += not seen_here(_guid_key(item, item.guid, feed_url))
+    if changed >= min(2, len(items)):
+        return f"{changed} items that the feed listed before came back with a new guid"
+    return None
+
+
+def _guid_key(item: Item, guid: str, feed_url: str) -> str:
+    site = _site(item.link) or _site(feed_url)
+    if guid.lower().startswith(("http://", "https://")):
+        guid = normalize_link(guid)  # permalink guids carry tracking params too
+    return f"guid:{site}:{guid}"
 
 
 def _site(url: str | None) -> str:

@@ -1,8 +1,15 @@
-"""One feed, one pass: fetch → parse → identify → match → compose → outbox.
+"""One feed, one pass: fetch → parse → identify → match → cluster → compose → outbox.
 
 The only await points are the fetch and the parse (run in a worker thread). The seen-check and
 the store commit that marks items seen and queues their alerts run after the last await with no
-await between them, so two feeds carrying the same link can never both alert it.
+await between them, so two feeds carrying the same link can never both alert it, and two
+near-duplicates from two feeds can never both start a story.
+
+Cluster: a new item that is a near-duplicate of a recent alert's story (aggregator.cluster) is
+not alerted again in the chats that already have that story. Its outlet is added to the story's
+sources instead, and each of those alerts gets an "also:" line listing the other outlets: the
+text of an alert still pending is replaced, an alert already sent is edited (an EditEntry queued
+in the same store write).
 """
 
 from __future__ import annotations
@@ -12,23 +19,35 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from .compose import Message, MessageOptions, compose_alert
+from .cluster import MAX_SOURCES, Fingerprint, Source, add_source, also_sources, find_story
+from .cluster import fingerprint as story_fingerprint
+from .compose import LINK_MAX, Message, MessageOptions, add_sources, compose_alert
 from .config import FeedSettings, LoadedConfig, WatchlistSettings
 from .errors import FetchError, StoreError
 from .fetch import Fetcher, FetchResult, Validators
-from .identify import item_keys
+from .identify import guid_problem, item_keys
 from .logs import event
 from .matching import Matcher
 from .models import Item, WatchlistMatch
 from .parse import ParsedFeed, ParseError, parse_feed
-from .store import FeedState, OutboxEntry, SeenRecord, Store
+from .store import (
+    EditEntry,
+    FeedState,
+    OutboxEntry,
+    SeenRecord,
+    Store,
+    Story,
+    StoryMessage,
+)
 
 log = logging.getLogger("aggregator.pipeline")
+
+# Characters of an outlet's name kept with a story (alerts show at most compose.NAME_MAX).
+SOURCE_NAME_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class FeedOutcome:
     new_items: int = 0
     alerts: list[Alert] = field(default_factory=list)
     error: str | None = None
+    joined: int = 0  # new items that joined a recent alert's story instead of alerting again
 
 
 @dataclass
@@ -157,16 +177,114 @@ def _commit(rt: Runtime, feed: FeedSettings, state: FeedState, **batch: object) 
     return True
 
 
-def _keyed_items(parsed: ParsedFeed, feed_url: str) -> list[tuple[Item, tuple[str, ...]]]:
-    """Each item with its keys; a guid repeated inside one fetch identifies nothing."""
-    guid_counts = Counter(item.guid for item in parsed.items if item.guid)
-    repeated = {guid for guid, n in guid_counts.items() if n > 1}
-    keyed = []
-    for item in parsed.items:
-        if item.guid in repeated:
-            item = dataclasses.replace(item, guid=None)
-        keyed.append((item, item_keys(item, feed_url=feed_url)))
-    return keyed
+def _keyed_items(
+    rt: Runtime, feed: FeedSettings, state: FeedState, parsed: ParsedFeed
+) -> list[tuple[Item, tuple[str, ...]]]:
+    """Each item with its keys; a feed whose guids prove unreliable is keyed by link for good."""
+    if state.identify_by == "guid":
+        problem = guid_problem(
+            parsed.items,
+            feed_url=feed.url,
+            seen_here=lambda key: rt.store.seen_by(key) == feed.name,
+        )
+        if problem is not None:
+            state.identify_by, state.guid_problem = "link", problem
+            event(
+                log,
+                logging.WARNING,
+                "feed's guids do not identify its items; identifying them by link from now on",
+                feed=feed.name,
+                reason=problem,
+            )
+    use_guid = state.identify_by == "guid"
+    return [(item, item_keys(item, feed_url=feed.url, use_guid=use_guid)) for item in parsed.items]
+
+
+class _StoryBatch:
+    """The stories one pass starts or joins, and the alert texts and edits that follow."""
+
+    def __init__(self, rt: Runtime, now: float, entries: dict[str, OutboxEntry]) -> None:
+        dedup = rt.loaded.config.dedup
+        self.enabled = dedup.window > 0
+        self._window = dedup.window
+        self._threshold = dedup.threshold
+        self._store = rt.store
+        self._now = now
+        self._entries = entries  # this pass's new alerts, by entry id
+        self._live = (
+            {s.id: s for s in rt.store.stories() if s.expires_at > now} if self.enabled else {}
+        )
+        self.changed: dict[str, Story] = {}
+        self.edits: dict[str, EditEntry] = {}
+        self.retexts: dict[str, tuple[str, str]] = {}
+
+    def find(self, item: Fingerprint) -> Story | None:
+        """The recent story this item is a near-duplicate of, if any."""
+        if not self.enabled:
+            return None
+        candidates = ((story_id, story.fingerprint) for story_id, story in self._live.items())
+        story_id = find_story(item, candidates, threshold=self._threshold)
+        return None if story_id is None else self._live[story_id]
+
+    def join(self, story: Story, source: Source) -> Story:
+        """Add an outlet to a story; its alerts get the new "also:" line."""
+        sources = add_source(story.sources, source, limit=MAX_SOURCES + 1)
+        if sources == story.sources:
+            return story
+        story = dataclasses.replace(story, sources=sources)
+        for message in story.messages.values():
+            self._retext(message, sources)
+        self._save(story)
+        return story
+
+    def add(
+        self,
+        story: Story | None,
+        *,
+        key: str,
+        item: Fingerprint,
+        source: Source,
+        messages: dict[str, StoryMessage],
+    ) -> None:
+        """Record an item's new alerts as a new story, or as more chats of ``story``."""
+        if not self.enabled or not messages:
+            return
+        if story is None:
+            story = Story(
+                id=key,
+                created_at=self._now,
+                expires_at=self._now + self._window,
+                fingerprint=item,
+                sources=(source,),
+                messages=messages,
+            )
+        else:
+            story = dataclasses.replace(story, messages={**story.messages, **messages})
+        self._save(story)
+
+    def _retext(self, message: StoryMessage, sources: tuple[Source, ...]) -> None:
+        also = [(s.name, s.link) for s in also_sources(sources, message.source)]
+        html, plain = add_sources(message.html, message.plain, also)
+        entry = self._entries.get(message.entry)
+        if entry is not None:  # queued by this same pass
+            self._entries[message.entry] = dataclasses.replace(entry, text=html, plain=plain)
+        elif self._store.is_pending(message.entry):
+            self.retexts[message.entry] = (html, plain)
+        else:
+            record = self._store.sent_record(message.entry)
+            if record is not None and record.message_id is not None:
+                self.edits[message.entry] = EditEntry(
+                    target=message.entry,
+                    chat=record.chat,
+                    text=html,
+                    plain=plain,
+                    disable_preview=message.disable_preview,
+                    created_at=self._now,
+                )
+
+    def _save(self, story: Story) -> None:
+        self.changed[story.id] = story
+        self._live[story.id] = story
 
 
 def _process(
@@ -182,9 +300,10 @@ def _process(
     outcome = FeedOutcome(feed.name, "ok", items=len(parsed.items))
     seen: list[SeenRecord] = []
     entries: dict[str, OutboxEntry] = {}
+    stories = _StoryBatch(rt, now, entries)
     batch_keys: set[str] = set()
     present: list[str] = []
-    for item, keys in _keyed_items(parsed, feed.url):
+    for item, keys in _keyed_items(rt, feed, state, parsed):
         present.extend(keys)
         if any(k in batch_keys or rt.store.is_seen(k) for k in keys):
             continue
@@ -197,24 +316,7 @@ def _process(
             and (item.published is None or item.published < oldest)
         ):
             continue  # backfill: older or undated items on a feed's first poll are marked seen
-        for alert in _alerts_for(rt, feed, item, keys[0], source):
-            outcome.alerts.append(alert)
-            for chat in alert.channels:
-                entry_id = outbox_id(alert.key, chat)
-                entries.setdefault(
-                    entry_id,
-                    OutboxEntry(
-                        id=entry_id,
-                        chat=chat,
-                        text=alert.message.html,
-                        plain=alert.message.plain,
-                        watchlist=alert.match.watchlist,
-                        item_key=alert.key,
-                        feed=feed.name,
-                        created_at=now,
-                        disable_preview=alert.message.disable_preview,
-                    ),
-                )
+        _item_alerts(rt, feed, item, keys[0], source, outcome, entries, stories, now)
     state.initialized = True
     if first_poll and backfill is not None:
         event(
@@ -226,9 +328,17 @@ def _process(
             alerted=len(outcome.alerts),
         )
     committed = not dry_run and _commit(
-        rt, feed, state, seen=seen, alerts=list(entries.values()), present_keys=present
+        rt,
+        feed,
+        state,
+        seen=seen,
+        alerts=list(entries.values()),
+        present_keys=present,
+        stories=list(stories.changed.values()),
+        edits=list(stories.edits.values()),
+        retexts=stories.retexts,
     )
-    if committed and entries:
+    if committed and (entries or stories.edits):
         rt.on_alerts()
     event(
         log,
@@ -238,25 +348,72 @@ def _process(
         items=outcome.items,
         new=outcome.new_items,
         alerts=len(entries),
+        joined=outcome.joined,
+        edits=len(stories.edits),
     )
     return outcome
 
 
-def _alerts_for(rt: Runtime, feed: FeedSettings, item: Item, key: str, source: str) -> list[Alert]:
-    alerts = []
+def _item_alerts(
+    rt: Runtime,
+    feed: FeedSettings,
+    item: Item,
+    key: str,
+    source: str,
+    outcome: FeedOutcome,
+    entries: dict[str, OutboxEntry],
+    stories: _StoryBatch,
+    now: float,
+) -> None:
+    """Match one new item, join it to its story, and queue its alerts in chats without it."""
+    matches = rt.matcher.match(item.fields(), feed=feed.name, feed_tags=feed.tags)
     by_name = {w.name: w for w in rt.loaded.config.watchlists}
-    for match in rt.matcher.match(item.fields(), feed=feed.name, feed_tags=feed.tags):
+    item_print = (
+        story_fingerprint(item) if stories.enabled else Fingerprint(frozenset(), frozenset())
+    )
+    story = stories.find(item_print)
+    # Kept with the story for its window: a feed's outsized title or link is not kept whole.
+    link = item.link if item.link and len(item.link) <= LINK_MAX else None
+    outlet = Source(source[:SOURCE_NAME_MAX], link)
+    if story is not None:
+        story = stories.join(story, outlet)
+        outcome.joined += 1
+    messages: dict[str, StoryMessage] = {}
+    for match in matches:
         watchlist: WatchlistSettings = by_name[match.watchlist]
+        chats = tuple(c for c in watchlist.channels if story is None or c not in story.messages)
+        if not chats and watchlist.channels:
+            continue  # every chat of this watchlist has the story already
         options = dataclasses.replace(rt.message_options, link_preview=watchlist.link_preview)
-        message = compose_alert(item, match, source=source, options=options)
-        alerts.append(
-            Alert(
-                item=item,
-                key=key,
-                match=match,
-                channels=watchlist.channels,
-                message=message,
-                source=source,
-            )
+        original = compose_alert(item, match, source=source, options=options)
+        message = original
+        if story is not None:
+            also = [(s.name, s.link) for s in also_sources(story.sources, outlet.name)]
+            html, plain = add_sources(original.html, original.plain, also)
+            message = dataclasses.replace(original, html=html, plain=plain)
+        outcome.alerts.append(
+            Alert(item=item, key=key, match=match, channels=chats, message=message, source=source)
         )
-    return alerts
+        for chat in chats:
+            entry_id = outbox_id(key, chat)
+            if entry_id in entries:
+                continue  # one alert per story per chat, whichever watchlist found it first
+            entries[entry_id] = OutboxEntry(
+                id=entry_id,
+                chat=chat,
+                text=message.html,
+                plain=message.plain,
+                watchlist=match.watchlist,
+                item_key=key,
+                feed=feed.name,
+                created_at=now,
+                disable_preview=message.disable_preview,
+            )
+            messages[chat] = StoryMessage(
+                entry=entry_id,
+                html=original.html,
+                plain=original.plain,
+                disable_preview=original.disable_preview,
+                source=outlet.name,
+            )
+    stories.add(story, key=key, item=item_print, source=outlet, messages=messages)

@@ -1,4 +1,5 @@
-"""Everything the daemon keeps, behind one small interface: seen keys, feed state, outbox, sent.
+"""Everything the daemon keeps, behind one small interface: seen keys, feed state, outbox, sent,
+stories and edits.
 
 The data is a TinyDB document held in memory (see storage.py for the files and why they are
 safe to kill at any point). This module adds the domain on top: typed records, in-memory indexes
@@ -13,6 +14,9 @@ Tables (TinyDB documents, integer ids assigned here):
     outbox   {<OutboxEntry fields>}                 alerts waiting for Telegram
     sent     {"id", "item_key", "chat", "watchlist", "feed", "message_id", "sent_at"}
     meta     {"key", "value"}                       small named values (set_meta)
+    stories  {"id", "created_at", "expires_at", "words", "numbers", "sources", "messages"}
+                                                    recent alerts' stories, for near-duplicates
+    edits    {<EditEntry fields>}                   edits of sent alerts waiting for Telegram
 
 Measured (bench/bench_store.py, 100,000 seen keys = 13.7 MB snapshot, 2-CPU VM, local SSD):
     is_seen                       0.2 µs    (plain TinyDB ``contains``: 230 ms, a table scan)
@@ -31,17 +35,19 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from .cluster import Fingerprint, Source
 from .errors import StoreError
 from .storage import DEFAULT_COMPACT_MIN_BYTES, Document, JournalStorage, Op
 
 SEEN, FEEDS, PRESENT, OUTBOX, SENT, META = "seen", "feeds", "present", "outbox", "sent", "meta"
-TABLES = (SEEN, FEEDS, PRESENT, OUTBOX, SENT, META)
+STORIES, EDITS = "stories", "edits"
+TABLES = (SEEN, FEEDS, PRESENT, OUTBOX, SENT, META, STORIES, EDITS)
 
 
 @dataclass
@@ -57,6 +63,8 @@ class FeedState:
     consecutive_failures: int = 0
     last_error: str | None = None
     url_override: str | None = None  # permanent-redirect target
+    identify_by: str = "guid"  # "guid", or "link" once its guids proved unreliable (for good)
+    guid_problem: str | None = None  # why its guids are not used
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,41 @@ class SentRecord:
 
 
 @dataclass(frozen=True)
+class StoryMessage:
+    """A story's alert in one chat: its outbox entry and its text before any "also:" line."""
+
+    entry: str  # outbox entry id (its sent record holds the Telegram message id)
+    html: str
+    plain: str
+    disable_preview: bool
+    source: str  # the outlet this alert came from (never listed under "also:" in it)
+
+
+@dataclass(frozen=True)
+class Story:
+    """A recent alert's story: what near-duplicates are compared with, and what to edit."""
+
+    id: str  # the key of the item that started it
+    created_at: float
+    expires_at: float  # no longer joined nor kept after this (epoch seconds)
+    fingerprint: Fingerprint
+    sources: tuple[Source, ...]  # outlets that carried it, first one first
+    messages: dict[str, StoryMessage]  # chat -> its alert there; do not modify
+
+
+@dataclass(frozen=True)
+class EditEntry:
+    """A new text for an alert Telegram already has, persisted before the edit is sent."""
+
+    target: str  # the sent alert's outbox entry id; one pending edit per alert
+    chat: str
+    text: str
+    plain: str
+    disable_preview: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
 class StoreStats:
     """Sizes, for status output and health checks."""
 
@@ -106,6 +149,8 @@ class StoreStats:
     sent: int
     journal_bytes: int
     snapshot_bytes: int
+    stories: int = 0
+    edits: int = 0
 
 
 _FEED_STATE_FIELDS = tuple(f.name for f in fields(FeedState))
@@ -155,6 +200,9 @@ class Store:
         self._sent: dict[str, str] = {}  # entry id -> doc id
         self._sent_by_item_chat: dict[tuple[str, str], str] = {}
         self._meta: dict[str, str] = {}
+        self._stories: dict[str, tuple[str, Story]] = {}  # story id -> (doc id, story)
+        self._edits: dict[str, str] = {}  # target entry id -> doc id
+        self._edits_by_chat: dict[str, dict[str, None]] = {}  # chat -> targets (ordered set)
         self._next_id: dict[str, int] = {}
         self._build_indexes()
 
@@ -203,7 +251,7 @@ class Store:
             # The seen table is the big one: one comprehension instead of a call per document.
             table = SEEN
             self._seen = {d["key"]: i for i, d in self._doc[SEEN].items()}
-            for table in (FEEDS, PRESENT, OUTBOX, SENT, META):
+            for table in (FEEDS, PRESENT, OUTBOX, SENT, META, STORIES, EDITS):
                 for doc_id, value in self._doc[table].items():
                     self._index(table, doc_id, value)
         except (KeyError, TypeError, ValueError) as exc:
@@ -227,6 +275,11 @@ class Store:
             self._sent_by_item_chat[value["item_key"], value["chat"]] = doc_id
         elif table == META:
             self._meta[value["key"]] = doc_id
+        elif table == STORIES:
+            self._stories[value["id"]] = (doc_id, _story(value))
+        elif table == EDITS:
+            self._edits[value["target"]] = doc_id
+            self._edits_by_chat.setdefault(value["chat"], {})[value["target"]] = None
 
     def _unindex(self, table: str, doc_id: str, value: dict[str, Any]) -> None:
         if table == SEEN:
@@ -248,6 +301,14 @@ class Store:
                 del self._sent_by_item_chat[item_chat]
         elif table == META:
             self._meta.pop(value["key"], None)
+        elif table == STORIES:
+            self._stories.pop(value["id"], None)
+        elif table == EDITS:
+            self._edits.pop(value["target"], None)
+            edits = self._edits_by_chat.get(value["chat"], {})
+            edits.pop(value["target"], None)
+            if not edits:
+                self._edits_by_chat.pop(value["chat"], None)
 
     def _write(self, batch: _Batch) -> None:
         """One durable write, then the same changes in memory (which cannot fail)."""
@@ -304,6 +365,32 @@ class Store:
         """How many alerts are waiting, without building them."""
         return len(self._outbox)
 
+    def is_pending(self, entry_id: str) -> bool:
+        """True while this alert waits in the outbox."""
+        return entry_id in self._outbox
+
+    def pending_edits(self, chat: str | None = None) -> list[EditEntry]:
+        """Edits waiting to be sent (for one chat, or all), oldest first."""
+        docs = self._doc[EDITS]
+        if chat is None:
+            doc_ids = list(self._edits.values())
+        else:
+            doc_ids = [self._edits[t] for t in self._edits_by_chat.get(chat, {})]
+        doc_ids.sort(key=lambda i: (docs[i]["created_at"], int(i)))
+        return [EditEntry(**docs[i]) for i in doc_ids]
+
+    def stories(self) -> list[Story]:
+        """Every story kept (expired ones too, until the next prune)."""
+        return [story for _, story in self._stories.values()]
+
+    def seen_by(self, key: str) -> str | None:
+        """The feed whose item first had this key, or None if the key is not seen."""
+        doc_id = self._seen.get(key)
+        if doc_id is None:
+            return None
+        feed: str = self._doc[SEEN][doc_id]["feed"]
+        return feed
+
     def sent_record(self, entry_id: str) -> SentRecord | None:
         """What was recorded when this outbox entry was sent; None if unknown or pruned."""
         doc_id = self._sent.get(entry_id)
@@ -331,6 +418,8 @@ class Store:
             sent=len(self._sent),
             journal_bytes=self._storage.journal_bytes,
             snapshot_bytes=self._storage.snapshot_bytes,
+            stories=len(self._stories),
+            edits=len(self._edits),
         )
 
     # -- writes -------------------------------------------------------------------------------
@@ -343,12 +432,18 @@ class Store:
         seen: Iterable[SeenRecord] = (),
         alerts: Iterable[OutboxEntry] = (),
         present_keys: Iterable[str] | None = None,
+        stories: Iterable[Story] = (),
+        edits: Iterable[EditEntry] = (),
+        retexts: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         """Mark items seen, queue their alerts and save the feed's state in one durable write.
 
         Keys already seen keep their first record; alerts whose id is pending or already sent
         are skipped. ``present_keys`` are the keys in the feed's current body: they are kept past
-        the retention time. On StoreError nothing changed, on disk or in memory.
+        the retention time. ``stories`` are saved (replacing those of the same id), ``edits``
+        queued (replacing a pending edit of the same alert), and ``retexts`` (entry id ->
+        (text, plain)) give alerts still pending their new text. On StoreError nothing changed,
+        on disk or in memory.
         """
         if feed is None and (state is not None or present_keys is not None):
             raise ValueError("Store.commit: state and present_keys need the feed they belong to")
@@ -375,17 +470,66 @@ class Store:
             doc_id, current = self._present.get(feed, (None, frozenset()))
             if doc_id is None or current != frozenset(keys):
                 batch.put(PRESENT, doc_id, {"feed": feed, "keys": keys})
+        for story in stories:
+            if not story.id:
+                raise ValueError("Story.id must not be empty")
+            batch.put(STORIES, self._stories.get(story.id, (None,))[0], _story_doc(story))
+        for edit in edits:
+            if not edit.target or not edit.chat:
+                raise ValueError(f"EditEntry needs a target and a chat (edit {edit!r:.200})")
+            batch.put(EDITS, self._edits.get(edit.target), asdict(edit))
+        for entry_id, (text, plain) in (retexts or {}).items():
+            entry_doc_id = self._outbox.get(entry_id)
+            pending = None if entry_doc_id is None else batch.current(OUTBOX, entry_doc_id)
+            if entry_doc_id is not None and pending is not None:
+                batch.put(OUTBOX, entry_doc_id, {**pending, "text": text, "plain": plain})
         self._write(batch)
 
-    def mark_sent(self, entry_id: str, *, message_id: int | None = None, sent_at: float) -> None:
-        """Durably move an alert from the outbox to the sent table; unknown id: no-op."""
-        self.mark_sent_many((entry_id,), message_id=message_id, sent_at=sent_at)
+    def mark_sent(
+        self,
+        entry_id: str,
+        *,
+        message_id: int | None = None,
+        sent_at: float,
+        sent_text: str | None = None,
+    ) -> None:
+        """Durably move an alert from the outbox to the sent table; unknown id: no-op.
+
+        ``sent_text`` is the text that was sent: if the pending entry was given another one
+        meanwhile (a near-duplicate joined its story), an edit to that text is queued in the
+        same write.
+        """
+        doc_id = self._outbox.get(entry_id)
+        entry = None if doc_id is None else self._doc[OUTBOX][doc_id]
+        edit = None
+        if (
+            entry is not None
+            and message_id is not None
+            and sent_text is not None
+            and entry["text"] != sent_text
+        ):
+            edit = EditEntry(
+                target=entry_id,
+                chat=entry["chat"],
+                text=entry["text"],
+                plain=entry["plain"],
+                disable_preview=entry.get("disable_preview", False),
+                created_at=sent_at,
+            )
+        self.mark_sent_many((entry_id,), message_id=message_id, sent_at=sent_at, edit=edit)
 
     def mark_sent_many(
-        self, entry_ids: Iterable[str], *, message_id: int | None = None, sent_at: float
+        self,
+        entry_ids: Iterable[str],
+        *,
+        message_id: int | None = None,
+        sent_at: float,
+        edit: EditEntry | None = None,
     ) -> None:
         """Like mark_sent for alerts packed into one Telegram message, in one write."""
         batch = self._batch()
+        if edit is not None:
+            batch.put(EDITS, self._edits.get(edit.target), asdict(edit))
         for entry_id in entry_ids:
             doc_id = self._outbox.get(entry_id)
             if doc_id is None or batch.current(OUTBOX, doc_id) is None:
@@ -425,6 +569,23 @@ class Store:
                 batch.delete(OUTBOX, doc_id)
             else:
                 batch.put(OUTBOX, doc_id, {**value, "chat": new})
+        # The messages to edit stayed in the old group: Telegram gives them other ids.
+        for target in self._edits_by_chat.get(old, {}):
+            batch.delete(EDITS, self._edits[target])
+        self._write(batch)
+
+    def edit_done(self, target: str, *, sent_text: str | None = None) -> None:
+        """Durably drop the pending edit of alert ``target`` (sent, or given up on).
+
+        With ``sent_text``, only when that is still its text: a newer one stays to be sent.
+        """
+        doc_id = self._edits.get(target)
+        if doc_id is None:
+            return
+        if sent_text is not None and self._doc[EDITS][doc_id]["text"] != sent_text:
+            return
+        batch = self._batch()
+        batch.delete(EDITS, doc_id)
         self._write(batch)
 
     def set_meta(self, key: str, value: object) -> None:
@@ -455,9 +616,9 @@ class Store:
     ) -> int:
         """Drop seen keys older than ``seen_ttl_s`` that no feed still lists; return how many.
 
-        Also drops sent records older than ``sent_ttl_s`` (default: ``seen_ttl_s``), and, when
-        ``active_feeds`` is given, the present-key lists of feeds not in it (so that a feed
-        removed from the config stops holding its keys).
+        Also drops sent records older than ``sent_ttl_s`` (default: ``seen_ttl_s``), stories
+        past their expiry, and, when ``active_feeds`` is given, the present-key lists of feeds
+        not in it (so that a feed removed from the config stops holding its keys).
         """
         if seen_ttl_s < 0 or (sent_ttl_s is not None and sent_ttl_s < 0):
             raise ValueError("Store.prune: retention times must not be negative")
@@ -480,6 +641,9 @@ class Store:
         for doc_id, value in self._doc[SENT].items():
             if value["sent_at"] < sent_cutoff:
                 batch.delete(SENT, doc_id)
+        for doc_id, story in self._stories.values():
+            if story.expires_at <= now:
+                batch.delete(STORIES, doc_id)
         self._write(batch)
         return dropped
 
@@ -492,6 +656,29 @@ class Store:
 
 def _feed_state(value: dict[str, Any]) -> FeedState:
     return FeedState(**{name: value[name] for name in _FEED_STATE_FIELDS if name in value})
+
+
+def _story(value: dict[str, Any]) -> Story:
+    return Story(
+        id=value["id"],
+        created_at=float(value["created_at"]),
+        expires_at=float(value["expires_at"]),
+        fingerprint=Fingerprint(frozenset(value["words"]), frozenset(value["numbers"])),
+        sources=tuple(Source(name, link) for name, link in value["sources"]),
+        messages={chat: StoryMessage(**message) for chat, message in value["messages"].items()},
+    )
+
+
+def _story_doc(story: Story) -> dict[str, Any]:
+    return {
+        "id": story.id,
+        "created_at": story.created_at,
+        "expires_at": story.expires_at,
+        "words": sorted(story.fingerprint.words),
+        "numbers": sorted(story.fingerprint.numbers),
+        "sources": [[source.name, source.link] for source in story.sources],
+        "messages": {chat: asdict(message) for chat, message in story.messages.items()},
+    }
 
 
 def _check_entry(entry: OutboxEntry) -> None:

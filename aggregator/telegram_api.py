@@ -66,6 +66,10 @@ class BadToken(DeliveryError):
     """Telegram rejected the bot token: nothing can be sent until an operator fixes it."""
 
 
+class EditTargetGone(DeliveryError):
+    """The message to edit was deleted, or can no longer be edited: drop the edit."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message to put in one chat."""
@@ -77,11 +81,14 @@ class Outgoing:
 
 
 class Sender(Protocol):
-    """Puts one message in one chat and returns Telegram's message id (None for the terminal)."""
+    """Puts one message in one chat and returns Telegram's message id (None for the terminal);
+    replaces the text of a message it sent."""
 
     wants_html: bool
 
     async def send(self, message: Outgoing) -> int | None: ...
+
+    async def edit(self, message: Outgoing, message_id: int) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -133,37 +140,66 @@ class TelegramSender:
                 parse_mode=ParseMode.HTML if message.html else None,
                 link_preview_options=LinkPreviewOptions(is_disabled=message.disable_preview),
             )
-        except RetryAfter as exc:
-            raise RetryLater(
-                exc.retry_after
-                if isinstance(exc.retry_after, int | float)
-                else exc.retry_after.total_seconds()
-            ) from None
-        except ChatMigrated as exc:
-            raise ChatMoved(str(exc.new_chat_id)) from None
-        except Forbidden as exc:
-            raise ChatUnavailable(redact(exc.message)) from None
-        except InvalidToken:
-            raise BadToken("Telegram rejected the bot token") from None
+        except TelegramError as exc:
+            raise _delivery_error(exc) from None
+        return sent.message_id
+
+    async def edit(self, message: Outgoing, message_id: int) -> None:
+        """Replace the text of a message the bot sent; unchanged text counts as done.
+
+        Raises EditTargetGone when the message is gone or can no longer be edited, else the
+        same errors as send.
+        """
+        await self._ensure_ready()
+        try:
+            await self._bot.edit_message_text(
+                chat_id=_chat_arg(message.chat),
+                message_id=message_id,
+                text=message.text,
+                parse_mode=ParseMode.HTML if message.html else None,
+                link_preview_options=LinkPreviewOptions(is_disabled=message.disable_preview),
+            )
         except BadRequest as exc:
             text = exc.message.lower()
-            if "can't parse entities" in text or "can't find end" in text:
-                raise MarkupRejected(redact(exc.message)) from None
-            if "message is too long" in text:
-                raise MessageTooLong(redact(exc.message)) from None
-            if "chat not found" in text or "not enough rights" in text:
-                raise ChatUnavailable(redact(exc.message)) from None
-            raise DeliveryError(redact(exc.message)) from None
-        except (TimedOut, NetworkError) as exc:
-            raise TransientError(redact(exc.message or type(exc).__name__)) from None
+            if "message is not modified" in text:
+                return  # a retried edit that had already been applied
+            if "message to edit not found" in text or "message can't be edited" in text:
+                raise EditTargetGone(redact(exc.message)) from None
+            raise _delivery_error(exc) from None
         except TelegramError as exc:
-            raise TransientError(redact(exc.message)) from None
-        return sent.message_id
+            raise _delivery_error(exc) from None
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         if self._ready:
             await self._bot.shutdown()
+
+
+def _delivery_error(exc: TelegramError) -> DeliveryError:
+    """The DeliveryError subclass the delivery loop acts on, for a PTB exception."""
+    if isinstance(exc, RetryAfter):
+        retry_after = exc.retry_after
+        return RetryLater(
+            retry_after if isinstance(retry_after, int | float) else retry_after.total_seconds()
+        )
+    if isinstance(exc, ChatMigrated):
+        return ChatMoved(str(exc.new_chat_id))
+    if isinstance(exc, Forbidden):
+        return ChatUnavailable(redact(exc.message))
+    if isinstance(exc, InvalidToken):
+        return BadToken("Telegram rejected the bot token")
+    if isinstance(exc, BadRequest):
+        text = exc.message.lower()
+        if "can't parse entities" in text or "can't find end" in text:
+            return MarkupRejected(redact(exc.message))
+        if "message is too long" in text:
+            return MessageTooLong(redact(exc.message))
+        if "chat not found" in text or "not enough rights" in text:
+            return ChatUnavailable(redact(exc.message))
+        return DeliveryError(redact(exc.message))
+    if isinstance(exc, TimedOut | NetworkError):
+        return TransientError(redact(exc.message or type(exc).__name__))
+    return TransientError(redact(exc.message))
 
 
 class ConsoleSender:
@@ -180,6 +216,12 @@ class ConsoleSender:
         print(message.text, file=self._stream)
         print(file=self._stream, flush=True)
         return None
+
+    async def edit(self, message: Outgoing, message_id: int) -> None:
+        """Print the new text (the terminal has no message ids, so this is never called)."""
+        print(f"──── update of alert {message_id} for {message.chat} ────", file=self._stream)
+        print(message.text, file=self._stream)
+        print(file=self._stream, flush=True)
 
     async def aclose(self) -> None:
         """Nothing to close."""

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aggregator.deliver import Deliverer, split_text
-from aggregator.store import OutboxEntry, Store
-from aggregator.telegram_api import TelegramSender
+from aggregator.store import EditEntry, OutboxEntry, Store
+from aggregator.telegram_api import Outgoing, TelegramSender
 from tests.conftest import TOKEN
 from tests.servers.fake_telegram import FakeTelegram
 
@@ -133,3 +133,103 @@ def test_split_text_cuts_at_line_or_word_ends() -> None:
     pieces = split_text(text, limit=1000)
     assert all(len(p) <= 1000 for p in pieces)
     assert " ".join(pieces) == text
+
+
+# -- edits (a near-duplicate's source added to an alert already sent) ---------------------------
+
+
+def _edit(target: str, chat: str, text: str, plain: str = "plain edit") -> EditEntry:
+    return EditEntry(target, chat, text, plain, disable_preview=True, created_at=time.time())
+
+
+async def _sent(store: Store, sender: TelegramSender, *entries: OutboxEntry) -> None:
+    _queue(store, *entries)
+    assert await Deliverer(store, sender).drain(10) == 0
+
+
+async def test_edit_replaces_the_sent_alerts_text(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    await _sent(store, sender, _entry(1, "@chan_edit"), _entry(2, "@chan_edit"))
+    first = telegram.sent_to("@chan_edit")[0]
+    store.commit(edits=[_edit("id-@chan_edit-1", "@chan_edit", "<b>alert 1</b>\nalso: X")])
+    deliverer = Deliverer(store, sender)
+    assert await deliverer.drain(10) == 0
+    edit = telegram.messages[-1]
+    assert edit.method == "editMessageText"
+    assert (edit.chat_id, edit.message_id) == ("@chan_edit", first.message_id)
+    assert edit.text == "<b>alert 1</b>\nalso: X" and edit.parse_mode == "HTML"
+    assert edit.link_preview_disabled
+    assert store.pending_edits() == []
+    assert deliverer.stats["edited"] == 1
+
+
+async def test_edit_to_the_same_text_counts_as_done(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    await _sent(store, sender, _entry(1, "@chan_same"))
+    original = telegram.sent_to("@chan_same")[0].text
+    store.commit(edits=[_edit("id-@chan_same-1", "@chan_same", original)])
+    assert await Deliverer(store, sender).drain(10) == 0
+    (attempt,) = [a for a in telegram.attempts if a.method == "editMessageText"]
+    assert attempt.description is not None and "message is not modified" in attempt.description
+    assert store.pending_edits() == []
+
+
+async def test_edit_of_a_message_that_is_gone_is_dropped(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    _queue(store, _entry(1, "@chan_gone"), _entry(2, "@chan_gone"))
+    store.mark_sent("id-@chan_gone-1", message_id=999, sent_at=1.0)  # never sent by the bot
+    store.mark_sent("id-@chan_gone-2", message_id=None, sent_at=1.0)  # given up on
+    store.commit(
+        edits=[
+            _edit("id-@chan_gone-1", "@chan_gone", "<b>new</b>"),
+            _edit("id-@chan_gone-2", "@chan_gone", "<b>new</b>"),
+        ]
+    )
+    deliverer = Deliverer(store, sender)
+    assert await deliverer.drain(10) == 0
+    edits = [a for a in telegram.attempts if a.method == "editMessageText"]
+    assert [a.params["message_id"] for a in edits] == ["999"], "no request without a message id"
+    assert edits[0].description == "Bad Request: message to edit not found"
+    assert deliverer.stats["edits_dropped"] == 1
+    assert store.pending_edits() == []
+
+
+async def test_edit_with_unparseable_html_falls_back_to_plain_text(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    await _sent(store, sender, _entry(1, "@chan_markup"))
+    telegram.reject_entities_next(1, chat_id="@chan_markup")
+    store.commit(edits=[_edit("id-@chan_markup-1", "@chan_markup", "<b>x</b>", "x also: Y")])
+    assert await Deliverer(store, sender).drain(10) == 0
+    edit = telegram.messages[-1]
+    assert (edit.method, edit.text, edit.parse_mode) == ("editMessageText", "x also: Y", None)
+
+
+async def test_text_replaced_during_the_send_is_edited_in_after_it(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    class CommitsDuringSend:
+        """The real sender; the pipeline commits a near-duplicate while the send is under way."""
+
+        wants_html = True
+
+        async def send(self, message: Outgoing) -> int | None:
+            store.commit(retexts={"id-@chan_race-1": ("<b>alert 1</b>\nalso: B", "also: B")})
+            return await sender.send(message)
+
+        async def edit(self, message: Outgoing, message_id: int) -> None:
+            await sender.edit(message, message_id)
+
+        async def aclose(self) -> None:
+            """The real sender is closed by its fixture."""
+
+    _queue(store, _entry(1, "@chan_race"))
+    assert await Deliverer(store, CommitsDuringSend()).drain(10) == 0
+    sent, edit = telegram.sent_to("@chan_race")
+    assert (sent.method, sent.text) == ("sendMessage", "<b>alert 1</b> &amp; more")
+    assert (edit.method, edit.message_id) == ("editMessageText", sent.message_id)
+    assert edit.text == "<b>alert 1</b>\nalso: B"
+    assert store.pending() == [] and store.pending_edits() == []

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.identify import item_keys, normalize_link
+from aggregator.identify import guid_problem, item_keys, normalize_link
 from aggregator.models import Item
 from aggregator.parse import parse_feed
 
@@ -201,3 +201,62 @@ def test_normalize_link_is_idempotent(url: str) -> None:
 @given(st.text())
 def test_normalize_link_never_raises(text: str) -> None:
     normalize_link(text)
+
+
+# -- unreliable guids --------------------------------------------------------------------------
+
+
+def _items(*specs: tuple[str | None, str | None]) -> list[Item]:
+    return [Item(feed="f", title=f"t{n}", guid=g, link=link) for n, (g, link) in enumerate(specs)]
+
+
+def _problem(items: list[Item], seen: frozenset[str] | set[str] = frozenset()) -> str | None:
+    return guid_problem(items, feed_url="https://site.example/rss", seen_here=seen.__contains__)
+
+
+def test_good_guids_and_no_guids_are_no_problem() -> None:
+    good = _items(("a", "https://site.example/1"), ("b", "https://site.example/2"))
+    assert _problem(good) is None
+    assert _problem(_items((None, "https://site.example/1"), (None, None))) is None
+    assert _problem([]) is None
+
+
+def test_some_items_without_guid() -> None:
+    items = _items(("a", "https://site.example/1"), (None, "https://site.example/2"))
+    assert _problem(items) == "1 of 2 items have no guid or an empty one"
+
+
+def test_one_guid_on_several_items() -> None:
+    items = _items(*(("same", f"https://site.example/{n}") for n in range(3)))
+    assert _problem(items) == "3 of 3 items have the same guid 'same'"
+
+
+def test_new_guids_for_links_listed_before() -> None:
+    old = _items(("a", "https://site.example/1"), ("b", "https://site.example/2"))
+    seen = {k for item in old for k in item_keys(item, feed_url="https://site.example/rss")}
+    assert _problem(old, seen) is None
+    renamed = _items(("a2", "https://site.example/1"), ("b2", "https://site.example/2?utm_x=1"))
+    assert (
+        _problem(renamed, seen) == "2 items that the feed listed before came back with a new guid"
+    )
+    one_renamed = _items(("a2", "https://site.example/1"), ("b", "https://site.example/2"))
+    assert _problem(one_renamed, seen) is None, "one item re-filed is not a pattern"
+    assert _problem(_items(("a2", "https://site.example/1")), seen) is not None, "the only item"
+
+
+def test_known_guid_with_a_new_link_is_what_guids_are_for() -> None:
+    old = _items(("a", "https://site.example/1"), ("b", "https://site.example/2"))
+    seen = {k for item in old for k in item_keys(item, feed_url="https://site.example/rss")}
+    moved = _items(("a", "https://new.example/1"), ("b", "https://new.example/2"))
+    assert _problem(moved, seen) is None
+
+
+def test_keys_without_guid() -> None:
+    item = Item(feed="f", title="t", guid="g", link="https://site.example/1?utm_source=x")
+    assert item_keys(item, feed_url="https://site.example/rss", use_guid=False) == (
+        "link://site.example/1",
+    )
+    bare = Item(feed="f", title="t", guid="g")
+    assert item_keys(bare, feed_url="https://site.example/rss", use_guid=False)[0].startswith(
+        "hash:"
+    )

@@ -20,9 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tinydb import TinyDB
 
+from aggregator.cluster import Fingerprint, Source
 from aggregator.errors import StoreError, StoreLockedError
 from aggregator.storage import JournalStorage
-from aggregator.store import FeedState, OutboxEntry, SeenRecord, Store
+from aggregator.store import (
+    EditEntry,
+    FeedState,
+    OutboxEntry,
+    SeenRecord,
+    Store,
+    Story,
+    StoryMessage,
+)
 from tests import store_writer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -849,3 +858,117 @@ def test_kill_at_random_points_loses_nothing_confirmed(path: Path) -> None:
             _check_store(store, confirmed)
     assert len(confirmed.batches) >= 20
     assert time.monotonic() - started < 15, "the kill test got slow"
+
+
+# -- stories and edits (one alert per story) ---------------------------------------------------
+
+
+def story(story_id: str, *, expires_at: float = 100.0, **messages: str) -> Story:
+    """A story with an alert (entry id) in each chat given as chat=entry id."""
+    return Story(
+        id=story_id,
+        created_at=1.0,
+        expires_at=expires_at,
+        fingerprint=Fingerprint(frozenset({"قصف", "روسي", "داعش"}), frozenset({"4"})),
+        sources=(Source("الأفق نيوز", "https://a.example/1"), Source("B", None)),
+        messages={
+            chat: StoryMessage(
+                entry=entry_id, html="<b>t</b>", plain="t", disable_preview=True, source="B"
+            )
+            for chat, entry_id in messages.items()
+        },
+    )
+
+
+def edit(target: str, text: str, chat: str = "@news", at: float = 5.0) -> EditEntry:
+    """An edit of the alert ``target``."""
+    return EditEntry(target, chat, text, text.upper(), disable_preview=False, created_at=at)
+
+
+def test_stories_round_trip_and_replace(path: Path) -> None:
+    with Store.open(path) as store:
+        store.commit(stories=[story("s1", news="e1"), story("s2")])
+        store.commit(stories=[story("s1", news="e1", other="e2")])
+        assert store.stats().stories == 2
+    with Store.open(path) as store:
+        (s1,) = [s for s in store.stories() if s.id == "s1"]
+        assert s1 == story("s1", news="e1", other="e2")
+        assert s1.fingerprint.words == {"قصف", "روسي", "داعش"}
+
+
+def test_expired_stories_are_pruned(path: Path) -> None:
+    with Store.open(path) as store:
+        store.commit(stories=[story("old", expires_at=50.0), story("new", expires_at=500.0)])
+        store.prune(now=100.0, seen_ttl_s=1e9)
+        assert [s.id for s in store.stories()] == ["new"]
+    with Store.open(path) as store:
+        assert [s.id for s in store.stories()] == ["new"]
+
+
+def test_retexts_change_only_pending_alerts(store: Store) -> None:
+    store.commit(alerts=[entry("p"), entry("s")])
+    store.mark_sent("s", message_id=3, sent_at=2.0)
+    store.commit(retexts={"p": ("<b>new</b>", "new"), "s": ("x", "x"), "gone": ("y", "y")})
+    (pending,) = store.pending()
+    assert (pending.id, pending.text, pending.plain) == ("p", "<b>new</b>", "new")
+    assert store.is_pending("p") and not store.is_pending("s")
+
+
+def test_edits_are_queued_replaced_and_done(path: Path) -> None:
+    with Store.open(path) as store:
+        store.commit(edits=[edit("a", "one"), edit("b", "two", chat="123", at=4.0)])
+        store.commit(edits=[edit("a", "one, then more")])
+        assert [(e.target, e.text) for e in store.pending_edits()] == [
+            ("b", "two"),
+            ("a", "one, then more"),
+        ]
+        assert [e.target for e in store.pending_edits("123")] == ["b"]
+        store.edit_done("a", sent_text="one")  # an older text was sent: the newer one stays
+        assert [e.target for e in store.pending_edits("@news")] == ["a"]
+    with Store.open(path) as store:
+        assert store.stats().edits == 2
+        store.edit_done("a", sent_text="one, then more")
+        store.edit_done("b")
+        store.edit_done("unknown")
+        assert store.pending_edits() == []
+    with Store.open(path) as store, pytest.raises(ValueError, match="target and a chat"):
+        store.commit(edits=[edit("", "x")])
+
+
+def test_text_changed_during_the_send_becomes_an_edit(store: Store) -> None:
+    store.commit(alerts=[entry("a"), entry("b"), entry("c")])
+    sent_text = store.pending()[0].text
+    store.commit(retexts={"a": ("<b>a</b> also: X", "a also: X")})
+    store.mark_sent("a", message_id=5, sent_at=3.0, sent_text=sent_text)
+    store.mark_sent("b", message_id=6, sent_at=3.0, sent_text=store.pending()[0].text)
+    store.commit(retexts={"c": ("<b>c</b> also: Y", "c also: Y")})
+    store.mark_sent("c", message_id=None, sent_at=3.0, sent_text="old")  # no id, no edit
+    assert [(e.target, e.chat, e.text, e.plain) for e in store.pending_edits()] == [
+        ("a", "@news", "<b>a</b> also: X", "a also: X")
+    ]
+
+
+def test_replace_chat_drops_its_edits(store: Store) -> None:
+    store.commit(edits=[edit("a", "x", chat="-100"), edit("b", "y", chat="@keep")])
+    store.replace_chat("-100", "-1001")
+    assert [e.target for e in store.pending_edits()] == ["b"]
+
+
+def test_seen_by_names_the_feed(store: Store) -> None:
+    store.commit(seen=seen("k", feed="wire"))
+    assert store.seen_by("k") == "wire"
+    assert store.seen_by("other") is None
+
+
+def test_feed_state_without_the_new_fields_loads_with_defaults(path: Path) -> None:
+    with Store.open(path) as store:
+        store.commit(feed="f", state=FeedState(identify_by="link", guid_problem="why"))
+    with Store.open(path) as store:
+        assert store.feed_state("f").identify_by == "link"
+        store.compact()
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for value in document["feeds"].values():
+        del value["identify_by"], value["guid_problem"]  # as an older version wrote it
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with Store.open(path) as store:
+        assert store.feed_state("f") == FeedState()
