@@ -77,7 +77,7 @@ def item_keys(item: Item, *, feed_url: str, use_guid: bool = True) -> tuple[str,
     if item.guid and use_guid:
         keys.append(_guid_key(item, item.guid, feed_url))
     if link:
-        keys.append(f"link:{link}")
+        keys.append(_bounded(f"link:{link}"))
     if not keys:
         text = _fold(item.title) + "\n" + _fold(item.content or item.summary)
         keys.append("hash:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:_HASH_LENGTH])
@@ -105,7 +105,7 @@ def guid_problem(
         return f"{uses} of {len(items)} items have the same guid {guid[:80]!r}"
     changed = 0
     for item in items:
-        if item.guid and item.link and seen_here(f"link:{normalize_link(item.link)}"):
+        if item.guid and item.link and seen_here(_bounded(f"link:{normalize_link(item.link)}")):
             changed += not seen_here(_guid_key(item, item.guid, feed_url))
     if changed >= min(2, len(items)):
         return f"{changed} items that the feed listed before came back with a new guid"
@@ -116,7 +116,18 @@ def _guid_key(item: Item, guid: str, feed_url: str) -> str:
     site = _site(item.link) or _site(feed_url)
     if guid.lower().startswith(("http://", "https://")):
         guid = normalize_link(guid)  # permalink guids carry tracking params too
-    return f"guid:{site}:{guid}"
+    return _bounded(f"guid:{site}:{guid}")
+
+
+# Keys are kept in the store for weeks; a hostile feed's 1 MB guid or link is kept as its hash.
+_MAX_KEY_LENGTH = 512
+
+
+def _bounded(key: str) -> str:
+    if len(key) <= _MAX_KEY_LENGTH:
+        return key
+    kind = key.split(":", 1)[0]
+    return f"{kind}:sha256:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
 
 
 def _site(url: str | None) -> str:

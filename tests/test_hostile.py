@@ -661,15 +661,6 @@ def test_dates_with_out_of_range_fields_are_no_dates(
 # --- defects outside the files this suite may change ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "identify.item_keys keeps an item's guid and normalized link verbatim as store keys "
-        "(aggregator/identify.py, item_keys), so one item with a 1 MB guid and a 1 MB link puts "
-        "megabytes into the store's journal and snapshot, kept for storage.seen_ttl; keys "
-        "longer than a few hundred characters could be stored as a hash of themselves"
-    ),
-)
 def test_1mb_guid_and_link_do_not_bloat_the_store(
     tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
 ) -> None:

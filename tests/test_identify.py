@@ -260,3 +260,14 @@ def test_keys_without_guid() -> None:
     assert item_keys(bare, feed_url="https://site.example/rss", use_guid=False)[0].startswith(
         "hash:"
     )
+
+
+def test_long_guids_and_links_are_kept_as_a_hash() -> None:
+    from aggregator.identify import item_keys
+    from aggregator.models import Item
+
+    huge = Item(feed="f", title="t", guid="g" * 100_000, link="https://x.example/" + "a" * 100_000)
+    keys = item_keys(huge, feed_url="https://x.example/rss")
+    assert [k.split(":")[0] for k in keys] == ["guid", "link"]
+    assert all(len(k) < 100 for k in keys)
+    assert keys == item_keys(huge, feed_url="https://x.example/rss"), "stable"
