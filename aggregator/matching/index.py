@@ -10,28 +10,55 @@ so a common first word ("في", "the") costs nothing unless its phrase's second 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
-from itertools import accumulate, compress
-from operator import itemgetter
+from itertools import chain, compress
+from operator import and_, attrgetter, itemgetter
 from typing import Final
 
 from aggregator.matching.terms import LaterWord, Term, case_allows
 from aggregator.matching.tokens import SPLIT_RE, Prepared, prepare, token_info
+from aggregator.models import Hit
 
 _CACHE_LIMIT: Final = 500_000
 # A phrase's words after its second: (term id, case the second word needs, the words after it).
 _Second = tuple[int, int, tuple[LaterWord, ...]]
 
 
-_NO_SECOND: Final[dict[str, tuple[_Second, ...]]] = {}
+# What a token starts as a phrase's first word, by the key of the phrase's second word: the
+# two-word phrases that need nothing more (their term ids), and the rest (a case rule on the
+# second word, or more words after it), which are checked one by one.
+_Pairs = dict[str, tuple[int, ...]]
+_Checked = dict[str, tuple[_Second, ...]]
+_NO_PAIRS: Final[_Pairs] = {}
+_NO_CHECKED: Final[_Checked] = {}
 _TokenStarts = tuple[
-    str,
-    tuple[int, ...],
-    dict[str, tuple[_Second, ...]],
-    tuple[tuple[int, tuple[LaterWord, ...]], ...],
+    str,  # key
+    tuple[int, ...],  # one-word terms
+    _Pairs,
+    tuple[tuple[int, tuple[LaterWord, ...]], ...],  # phrases whose second word has `*`
+    int,  # bits of the second words of its phrases (_second_bit)
+    int,  # its own bit, if it is the second word of a phrase
+    _Checked,
 ]
-_KEY, _SINGLES, _SECONDS, _OTHERS = (itemgetter(n) for n in range(4))
+_KEY, _SINGLES, _PAIRS, _OTHERS, _NEEDS, _IS, _CHECKED = (itemgetter(n) for n in range(7))
+# The entry of a token that is no word of any term. Its key "" (that of a sentence end) equals
+# no term word and starts with none, which is all that a key is used for.
+_NOTHING: Final[_TokenStarts] = ("", (), _NO_PAIRS, (), 0, 0, _NO_CHECKED)
+# A phrase's second word is looked up only where the token before can start a phrase whose
+# second word has the same bit as the token: ``needs & is`` in C over the whole text, with data
+# that is in the tokens' own entries, instead of a dictionary lookup (a cache miss) per token.
+_SECOND_BITS: Final = 30  # one digit of a Python int: the & stays cheap
+
+
+def _second_bit(key: str) -> int:
+    return 1 << (hash(key) % _SECOND_BITS)
+
+
+_TERM_ID = itemgetter(2)
+_HIT_ORDER = attrgetter("start", "end", "term")
+# A term found in a field: (first token, last token, term id).
+Found = tuple[int, int, int]
 
 
 class _TokenCache(dict[str, _TokenStarts]):
@@ -52,35 +79,89 @@ class _TokenCache(dict[str, _TokenStarts]):
 
 @dataclass(slots=True)
 class FieldScan:
-    """Where terms occur in one field, and how to turn token positions into text offsets."""
+    """Where terms occur in one field, and how to turn token positions into text offsets.
+
+    Occurrences are kept as the scan found them, in bulk (no tuple per occurrence): most are
+    of terms whose watchlists do not fire, and only those of the ones that do are looked at.
+    """
 
     prepared: Prepared
     parts: list[str]  # SPLIT_RE.split of the prepared text: gap, token, gap, token, ..., gap
-    hits: dict[int, list[tuple[int, int]]]  # term id -> [(first token, last token)]
-    offsets: list[int] | None = None  # offsets[k]: length of parts[0..k]; made on first use
+    single_at: list[int]  # tokens that are one-word terms ...
+    single_ids: list[tuple[int, ...]]  # ... and the ids of those terms
+    pair_at: list[int]  # tokens that start a two-word phrase with the next token ...
+    pair_ids: list[tuple[int, ...]]  # ... and the ids of those phrases
+    longer: list[Found]  # the other phrases (3+ words, `*` or case rules on later words)
 
-    def spans(self, found: list[tuple[int, int]], original: str) -> list[tuple[int, int]]:
-        """Original offsets of token runs first..last; a hashtag's # is included."""
+    def term_ids(self) -> Iterable[int]:
+        """Ids of every term found here (some more than once)."""
+        return chain(
+            chain.from_iterable(self.single_ids),
+            chain.from_iterable(self.pair_ids),
+            map(_TERM_ID, self.longer),
+        )
+
+    def found(self, term_ids: Set[int]) -> list[Found]:
+        """Every occurrence of these terms here, by first token, last token, term id."""
+        found = [
+            (index, index, term_id)
+            for index, ids in zip(self.single_at, self.single_ids, strict=True)
+            for term_id in ids
+            if term_id in term_ids
+        ]
+        found += [
+            (index, index + 1, term_id)
+            for index, ids in zip(self.pair_at, self.pair_ids, strict=True)
+            for term_id in ids
+            if term_id in term_ids
+        ]
+        found += [entry for entry in self.longer if entry[2] in term_ids]
+        found.sort()
+        return found
+
+    def hits(
+        self, term_ids: Set[int], name: str, original: str, term_texts: Sequence[str]
+    ) -> tuple[list[Hit], list[int]]:
+        """The Hits of these terms here, by offsets then term text, and the term id of each.
+
+        ``original`` is the field's text as given: offsets index it, and a hashtag's # is
+        part of the hit. Term ids must be numbered in the order of the terms' texts.
+        """
+        selected = self.found(term_ids)
+        made: list[Hit] = []
+        append = made.append
+        new_tuple = tuple.__new__  # Hit(...) without the call of its Python-level __new__
         parts = self.parts
-        offsets = self.offsets
-        if offsets is None and len(found) > 6:
-            # Many hits: one running total of the part lengths serves them all.
-            offsets = self.offsets = list(accumulate(map(len, parts)))
-        starts, ends = self.prepared.starts, self.prepared.ends
-        spans = []
-        for first, last in found:
-            # token i is parts[2i + 1]
-            if offsets is not None:
-                start, end = offsets[2 * first], offsets[2 * last + 1]
-            else:  # a few hits: joining the text before each is cheaper than a running total
-                start = len("".join(parts[: 2 * first + 1]))
-                end = start + len("".join(parts[2 * first + 1 : 2 * last + 2]))
-            if starts is not None and ends is not None:
-                start, end = starts[start], ends[end - 1]
-            if start and original[start - 1] in "#\uff03":
+        join = "".join
+        hashtags = "#" in original or "\uff03" in original
+        mapped_starts, mapped_ends = self.prepared.starts, self.prepared.ends
+        # The parts are pieces of the original itself unless NFKC or _HARMLESS changed it.
+        same = self.prepared.text is original
+        done = position = 0  # position: the length of parts[:done]
+        for first, last, term_id in selected:
+            # Token i is parts[2i + 1]. Walking forward, each part is measured at most once.
+            at = 2 * first + 1
+            if at != done:
+                position += len(join(parts[done:at]))
+                done = at
+            text = parts[at] if first == last else join(parts[at : 2 * last + 2])
+            start, end = position, position + len(text)
+            if mapped_starts is not None and mapped_ends is not None:
+                start, end = mapped_starts[start], mapped_ends[end - 1]
+            if hashtags and start and original[start - 1] in "#\uff03":
                 start -= 1
-            spans.append((start, end))
-        return spans
+                text = original[start:end]
+            elif not same:
+                text = original[start:end]
+            append(new_tuple(Hit, (term_texts[term_id], name, start, end, text)))
+        owners = list(map(_TERM_ID, selected))
+        if mapped_starts is not None:
+            # NFKC can turn one character into several tokens, and then token order is not
+            # quite offset order.
+            order = sorted(range(len(made)), key=lambda i: _HIT_ORDER(made[i]))
+            made = [made[i] for i in order]
+            owners = [owners[i] for i in order]
+        return made, owners
 
 
 def _follow(keys: list[str], raws: list[str], index: int, later: tuple[LaterWord, ...]) -> int:
@@ -101,13 +182,16 @@ def _follow(keys: list[str], raws: list[str], index: int, later: tuple[LaterWord
 class TermIndex:
     """Every term of a config, indexed by the tokens it can start with."""
 
-    def __init__(self, terms: Sequence[Term]) -> None:
-        """Index terms (a term's id is its position in ``terms``)."""
+    def __init__(self, terms: Sequence[Term], ids: Sequence[int] | None = None) -> None:
+        """Index terms (a term's id is its position in ``terms``; ``ids`` may give the int
+        objects to use, ``list(range(len(terms)))``)."""
         self._forms: dict[str, list[tuple[int, int, tuple[LaterWord, ...]]]] = {}
         # `*` first words, keyed by the first 3 letters of the stem they need.
         self._stems: dict[str, list[tuple[str, frozenset[str], int, int, tuple[LaterWord, ...]]]]
         self._stems = {}
-        for term_id, term in enumerate(terms):
+        if ids is None:
+            ids = list(range(len(terms)))
+        for term_id, term in zip(ids, terms, strict=True):
             for variant in term.variants:
                 for form in variant.forms:
                     self._forms.setdefault(form, []).append(
@@ -123,6 +207,20 @@ class TermIndex:
         variants = [v for term in terms for v in term.variants]
         self._phrases = any(v.later for v in variants)
         self._star_phrases = any(v.later and v.later[0][1] for v in variants)
+        self._checked_phrases = any(
+            v.later and not v.later[0][1] and (v.later[0][2] or len(v.later) > 1) for v in variants
+        )
+        self._second_keys = frozenset(
+            v.later[0][0] for v in variants if v.later and not v.later[0][1]
+        )
+        # Words after a phrase's first, which ``_follow`` compares with tokens' keys; `*` ones
+        # (a prefix of the token) by their first 3 letters.
+        self._later_keys = frozenset(key for v in variants for key, star, _ in v.later if not star)
+        self._later_stems: dict[str, list[str]] = {}
+        for v in variants:
+            for key, star, _ in v.later:
+                if star:
+                    self._later_stems.setdefault(key[:3], []).append(key)
         self._tokens = _TokenCache(self._learn)
 
     def _learn(self, raw: str) -> _TokenStarts:
@@ -145,7 +243,8 @@ class TermIndex:
                     ):
                         found[(term_id, later)] = None
         singles: list[int] = []
-        seconds: dict[str, list[_Second]] = {}
+        plain: dict[str, list[int]] = {}
+        checked: dict[str, list[_Second]] = {}
         others: list[tuple[int, tuple[LaterWord, ...]]] = []
         for term_id, later in found:
             if not later:
@@ -154,16 +253,34 @@ class TermIndex:
                 others.append((term_id, later))
             else:
                 second_key, _, second_case = later[0]
-                seconds.setdefault(second_key, []).append((term_id, second_case, later[1:]))
+                if second_case or later[1:]:
+                    entry = (term_id, second_case, later[1:])
+                    checked.setdefault(second_key, []).append(entry)
+                else:
+                    plain.setdefault(second_key, []).append(term_id)
         if len(self._tokens) >= _CACHE_LIMIT:
             self._tokens.clear()
+        if not (found or key in self._later_keys or self._later_stem(key)):
+            # Most tokens of a text play no part in any term: they share one entry, which
+            # keeps the entries that a scan reads few and in the CPU's cache.
+            self._tokens[raw] = _NOTHING
+            return _NOTHING
+        needs = 0
+        for second_key in plain.keys() | checked.keys():
+            needs |= _second_bit(second_key)
         learned = self._tokens[raw] = (
             key,
             tuple(singles),
-            {k: tuple(v) for k, v in seconds.items()} if seconds else _NO_SECOND,
+            {k: tuple(v) for k, v in plain.items()} if plain else _NO_PAIRS,
             tuple(others),
+            needs,
+            _second_bit(key) if key in self._second_keys else 0,
+            {k: tuple(v) for k, v in checked.items()} if checked else _NO_CHECKED,
         )
         return learned
+
+    def _later_stem(self, key: str) -> bool:
+        return any(key.startswith(stem) for stem in self._later_stems.get(key[:3], ()))
 
     def scan(self, text: str) -> FieldScan:
         """Every occurrence of every term in one field's text."""
@@ -173,33 +290,43 @@ class TermIndex:
         # Everything per token is done by C loops (map, compress); Python runs only where a
         # term starts, or for a token never seen before (``_TokenCache.__missing__``).
         tokens = list(map(self._tokens.__getitem__, raws))
-        hits: dict[int, list[tuple[int, int]]] = {}
-        for index in compress(range(len(raws)), map(_SINGLES, tokens)):
-            for term_id in tokens[index][1]:
-                hits.setdefault(term_id, []).append((index, index))
+        single_at = list(compress(range(len(tokens)), map(_SINGLES, tokens)))
+        single_ids = list(map(_SINGLES, map(tokens.__getitem__, single_at)))
+        pair_at: list[int] = []
+        pair_ids: list[tuple[int, ...]] = []
+        longer: list[Found] = []
         if self._phrases:
-            # The phrases that start at each token and whose second word is the next token.
-            following: list[tuple[_Second, ...] | None]
-            following = list(map(dict.get, map(_SECONDS, tokens), map(_KEY, tokens[1:])))
+            # The phrases that start at each token and whose second word is the next token:
+            # looked up only where the bits say that they may.
+            following = tokens[1:]
+            maybe = map(and_, map(_NEEDS, tokens), map(_IS, following))
+            maybe_at = list(compress(range(len(following)), maybe))
+            firsts = list(map(tokens.__getitem__, maybe_at))
+            second_keys = list(map(_KEY, map(following.__getitem__, maybe_at)))
+            looked_up = list(map(dict.get, map(_PAIRS, firsts), second_keys))
+            pair_at = list(compress(maybe_at, looked_up))
+            pair_ids = list(filter(None, looked_up))
             keys: list[str] = []
-            for index in compress(range(len(following)), following):
-                for term_id, required, later in following[index] or ():
-                    if required and not case_allows(required, token_info(raws[index + 1])[1]):
-                        continue
-                    last = index + 1
-                    if later:
-                        keys = keys or list(map(_KEY, tokens))
-                        last = _follow(keys, raws, last, later)
-                    if last >= 0:
-                        hits.setdefault(term_id, []).append((index, last))
+            if self._checked_phrases:
+                checked = list(map(dict.get, map(_CHECKED, firsts), second_keys))
+                for index, entries in compress(zip(maybe_at, checked, strict=True), checked):
+                    for term_id, required, later in entries:  # type: ignore[union-attr]
+                        if required and not case_allows(required, token_info(raws[index + 1])[1]):
+                            continue
+                        last = index + 1
+                        if later:
+                            keys = keys or list(map(_KEY, tokens))
+                            last = _follow(keys, raws, last, later)
+                        if last >= 0:
+                            longer.append((index, last, term_id))
             if self._star_phrases:
                 keys = keys or list(map(_KEY, tokens))
                 for index in compress(range(len(tokens)), map(_OTHERS, tokens)):
                     for term_id, later in tokens[index][3]:
                         last = _follow(keys, raws, index, later)
                         if last >= 0:
-                            hits.setdefault(term_id, []).append((index, last))
-        for term_id, found in hits.items():
-            if len(found) > 1:  # phrase hits were added after one-word hits; variants may repeat
-                hits[term_id] = sorted(set(found))
-        return FieldScan(prepared, parts, hits)
+                            longer.append((index, last, term_id))
+            if len(longer) > 1:
+                # Two variants of a term (names joined or apart) may find the same words.
+                longer = list(dict.fromkeys(longer))
+        return FieldScan(prepared, parts, single_at, single_ids, pair_at, pair_ids, longer)

@@ -3,14 +3,16 @@
 Built once per config load. ``index.TermIndex`` finds every term in each field at a cost that
 does not grow with the number of terms; then only the watchlists that use a term that was found
 are evaluated (plus those whose query can hold without any term, e.g. ``a OR NOT b``), and hits
-(offsets into the original text) are built only for the watchlists that fire.
+(offsets into the original text) are built only for the terms of the watchlists that fire, once
+per term however many watchlists share it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, compress
+from operator import itemgetter
 from typing import Final
 
 from aggregator.errors import ConfigError
@@ -20,17 +22,19 @@ from aggregator.matching.lint import check_rules
 from aggregator.matching.query import (
     Node,
     Predicate,
+    Witnesses,
     compile_query,
+    compile_witnesses,
     evaluate,
     leaves,
     parse_query,
-    witnesses,
 )
 from aggregator.matching.rules import WatchlistRules
 from aggregator.matching.terms import Term, compile_term
 from aggregator.models import FIELDS, Hit, WatchlistMatch
 
 _FIELD_ORDER: Final = {name: index for index, name in enumerate(FIELDS)}
+_TERM_ID = itemgetter(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +46,20 @@ class _Watchlist:
     all_order: tuple[int, ...]  # `all` terms in config order, for explanations
     query: Node | None
     query_holds: Predicate | None
+    query_witnesses: Witnesses | None
     fields: tuple[str, ...]  # in FIELDS order
     feed_names: frozenset[str]
     feed_tags: frozenset[str]
     positive_ids: frozenset[int]
+    # Only `any` (and `none`) terms, every field, every feed: most watchlists, evaluated inline.
+    simple: bool
 
     def applies(self, feed: str | None, feed_tags: Collection[str]) -> bool:
         if feed is None or not (self.feed_names or self.feed_tags):
             return True
         return feed in self.feed_names or any(tag in self.feed_tags for tag in feed_tags)
 
-    def fires(self, present: frozenset[int]) -> bool:
+    def fires(self, present: set[int] | frozenset[int]) -> bool:
         return (
             (not self.any_ids or not self.any_ids.isdisjoint(present))
             and self.all_ids <= present
@@ -62,45 +69,48 @@ class _Watchlist:
 
 
 @dataclass(slots=True)
-class _Scan:
-    texts: Mapping[str, str]
-    terms: list[Term]
-    fields: dict[str, FieldScan] = field(default_factory=dict)
-    present_cache: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict)
-    hit_cache: dict[int, list[Hit]] = field(default_factory=dict)
+class _Hits:
+    """Every hit of some terms in one item, in output order, with the term id of each."""
 
-    def present(self, fields: tuple[str, ...]) -> frozenset[int]:
+    hits: list[Hit] = field(default_factory=list)  # by field, then offsets, then term text
+    owners: list[int] = field(default_factory=list)
+
+    def of(self, term_ids: Container[int], fields: tuple[str, ...]) -> tuple[Hit, ...]:
+        """The hits of these terms in these fields, in output order."""
+        hits = compress(self.hits, map(term_ids.__contains__, self.owners))
+        if len(fields) < len(FIELDS):
+            return tuple(hit for hit in hits if hit.field in fields)
+        return tuple(hits)
+
+
+@dataclass(slots=True)
+class _Scan:
+    """One item's fields as scanned."""
+
+    texts: Mapping[str, str]
+    fields: dict[str, FieldScan] = field(default_factory=dict)  # in FIELDS order
+    present_cache: dict[tuple[str, ...], set[int]] = field(default_factory=dict)
+
+    def found_ids(self) -> list[int]:
+        """Ids of the terms found in any field, once per occurrence."""
+        return list(chain.from_iterable(scan.term_ids() for scan in self.fields.values()))
+
+    def present(self, fields: tuple[str, ...]) -> set[int]:
         """Ids of the terms found in any of these fields."""
         found = self.present_cache.get(fields)
         if found is None:
-            scans = [self.fields[name].hits for name in fields if name in self.fields]
-            found = self.present_cache[fields] = frozenset().union(*scans)
+            scans = [self.fields[name].term_ids() for name in fields if name in self.fields]
+            found = self.present_cache[fields] = set(chain.from_iterable(scans))
         return found
 
-    def make_hits(self, term_ids: Collection[int]) -> None:
-        """Build the Hits of these terms (each field is walked once for all of them)."""
-        wanted = [t for t in term_ids if t not in self.hit_cache]
-        for term_id in wanted:
-            self.hit_cache[term_id] = []
+    def hits(self, term_ids: Set[int], term_texts: Sequence[str]) -> _Hits:
+        """Every Hit of these terms (each field is walked once for all of them)."""
+        made = _Hits()
         for name, field_scan in self.fields.items():
-            owners = [t for t in wanted if t in field_scan.hits]
-            if not owners:
-                continue
-            runs = [run for t in owners for run in field_scan.hits[t]]
-            spans = iter(field_scan.spans(runs, self.texts[name]))
-            text = self.texts[name]
-            for term_id in owners:
-                term = self.terms[term_id].text
-                self.hit_cache[term_id].extend(
-                    Hit(term, name, start, end, text[start:end])
-                    for start, end in islice(spans, len(field_scan.hits[term_id]))
-                )
-
-    def hits_of(self, term_id: int) -> list[Hit]:
-        """Every occurrence of a term in every field, in field order then text order."""
-        if term_id not in self.hit_cache:
-            self.make_hits((term_id,))
-        return self.hit_cache[term_id]
+            hits, owners = field_scan.hits(term_ids, name, self.texts[name], term_texts)
+            made.hits += hits
+            made.owners += owners
+        return made
 
 
 class Matcher:
@@ -124,14 +134,44 @@ class Matcher:
             seen.setdefault(rules.name, index)
         if problems:
             raise ConfigError(problems)
-        self._terms: list[Term] = []
-        self._term_ids: dict[str, int] = {}
-        self._watchlists = [self._compile(rules) for rules in watchlists]
-        self._index = TermIndex(self._terms)
-        self._users: list[list[int]] = [[] for _ in self._terms]  # term id -> watchlist indexes
+        queries = [parse_query(r.query) if r.query is not None else None for r in watchlists]
+        texts = {text for rules in watchlists for text in (*rules.any, *rules.all, *rules.none)}
+        texts.update(leaf.term for query in queries if query for leaf, _ in leaves(query))
+        # Term ids in the order of the terms' texts: hits at the same place sort by id then.
+        self._texts = sorted(texts)
+        # The int objects of the ids, made one after the other and shared by every structure
+        # below: they sit together in memory, and matching an item reads dozens of them.
+        ids = list(range(len(self._texts)))
+        self._term_ids = dict(zip(self._texts, ids, strict=True))
+        self._terms: list[Term] = list(map(compile_term, self._texts))
+        self._watchlists = list(map(self._compile, watchlists, queries))
+        self._index = TermIndex(self._terms, ids)
+        # Term id -> the watchlists that finding it concerns, by role: simple watchlists that
+        # it can make fire (`any`) or veto (`none`), and the others, which it can make fire.
+        in_any: list[list[int]] = [[] for _ in ids]
+        in_none: list[list[int]] = [[] for _ in ids]
+        in_other: list[list[int]] = [[] for _ in ids]
         for index, watchlist in enumerate(self._watchlists):
-            for term_id in watchlist.positive_ids:
-                self._users[term_id].append(index)
+            if watchlist.simple:
+                for term_id in watchlist.any_ids:
+                    in_any[term_id].append(index)
+                for term_id in watchlist.none_ids:
+                    in_none[term_id].append(index)
+            else:
+                for term_id in watchlist.positive_ids:
+                    in_other[term_id].append(index)
+        # Most terms have at most one watchlist in each role: its index, or -1 (an index list
+        # is collected for all the terms of an item in C). The few others are listed apart.
+        self._any_of, self._none_of, self._other_of = (
+            [indexes[0] if len(indexes) == 1 else -1 for indexes in role]
+            for role in (in_any, in_none, in_other)
+        )
+        self._several = {
+            term_id: (tuple(a), tuple(n), tuple(o))
+            for term_id, a, n, o in zip(ids, in_any, in_none, in_other, strict=True)
+            if len(a) > 1 or len(n) > 1 or len(o) > 1
+        }
+        self._several_ids = frozenset(self._several)
         # Watchlists that can fire with none of their terms present (`a OR NOT b`).
         self._always = tuple(
             index for index, w in enumerate(self._watchlists) if w.fires(frozenset())
@@ -140,26 +180,15 @@ class Matcher:
             name for name in FIELDS if any(name in w.fields for w in self._watchlists)
         )
 
-    def _term_id(self, text: str) -> int:
-        term_id = self._term_ids.get(text)
-        if term_id is None:
-            term_id = self._term_ids[text] = len(self._terms)
-            self._terms.append(compile_term(text))
-        return term_id
-
-    def _compile(self, rules: WatchlistRules) -> _Watchlist:
-        any_ids = [self._term_id(t) for t in rules.any]
-        all_ids = [self._term_id(t) for t in rules.all]
-        none_ids = [self._term_id(t) for t in rules.none]
-        query = parse_query(rules.query) if rules.query is not None else None
+    def _compile(self, rules: WatchlistRules, query: Node | None) -> _Watchlist:
+        term_ids = self._term_ids
+        any_ids = [term_ids[t] for t in rules.any]
+        all_ids = [term_ids[t] for t in rules.all]
+        none_ids = [term_ids[t] for t in rules.none]
         query_ids = []
-        holds = None
         if query is not None:
-            for leaf, negated in leaves(query):
-                term_id = self._term_id(leaf.term)
-                if not negated:
-                    query_ids.append(term_id)
-            holds = compile_query(query, self._term_ids.__getitem__)
+            query_ids = [term_ids[leaf.term] for leaf, negated in leaves(query) if not negated]
+        fields = tuple(name for name in FIELDS if name in rules.fields)
         return _Watchlist(
             name=rules.name,
             any_ids=frozenset(any_ids),
@@ -167,11 +196,17 @@ class Matcher:
             none_ids=frozenset(none_ids),
             all_order=tuple(dict.fromkeys(all_ids)),
             query=query,
-            query_holds=holds,
-            fields=tuple(name for name in FIELDS if name in rules.fields),
+            query_holds=compile_query(query, term_ids.__getitem__) if query else None,
+            query_witnesses=compile_witnesses(query, term_ids.__getitem__) if query else None,
+            fields=fields,
             feed_names=frozenset(f for f in rules.feeds if not f.startswith("tag:")),
             feed_tags=frozenset(f[4:].strip() for f in rules.feeds if f.startswith("tag:")),
             positive_ids=frozenset(any_ids + all_ids + query_ids),
+            simple=bool(any_ids)
+            and not all_ids
+            and query is None
+            and fields == FIELDS
+            and not rules.feeds,
         )
 
     def _scan(self, fields: Mapping[str, str]) -> _Scan:
@@ -180,33 +215,25 @@ class Matcher:
                 raise ValueError(f"unknown item field {name!r}; the fields are {', '.join(FIELDS)}")
             if not isinstance(value, str):
                 raise TypeError(f"item field {name!r} must be a string, not {type(value).__name__}")
-        scan = _Scan(fields, self._terms)
+        scan = _Scan(fields)
         for name in self._used_fields:
             text = fields.get(name)
             if text:
                 scan.fields[name] = self._index.scan(text)
         return scan
 
-    def _hits(self, scan: _Scan, term_ids: Iterable[int], fields: tuple[str, ...]) -> list[Hit]:
-        found: list[Hit] = []
-        for term_id in term_ids:
-            found.extend(scan.hits_of(term_id))
-        if len(fields) < len(FIELDS):
-            found = [hit for hit in found if hit.field in fields]
-        if len(found) > 1:  # several terms: interleave them in text order
-            found.sort(key=lambda h: (_FIELD_ORDER[h.field], h.start, h.end, h.term))
-        return found
+    def _hits(
+        self, scan: _Scan, term_ids: Collection[int], fields: tuple[str, ...]
+    ) -> tuple[Hit, ...]:
+        unique = set(term_ids)
+        return scan.hits(unique, self._texts).of(unique, fields)
 
-    def _positive_found(self, watchlist: _Watchlist, present: frozenset[int]) -> list[int]:
-        ids = list(watchlist.any_ids & present)
-        ids.extend(watchlist.all_order)
-        if watchlist.query is not None:
-            term_ids = self._term_ids
-            ids.extend(
-                term_ids[term]
-                for term in witnesses(watchlist.query, lambda term: term_ids[term] in present)
-            )
-        return list(dict.fromkeys(ids))
+    def _positive_found(self, watchlist: _Watchlist, present: set[int]) -> Set[int]:
+        found = present & watchlist.any_ids
+        found |= watchlist.all_ids
+        if watchlist.query_witnesses is not None:
+            found |= watchlist.query_witnesses(present)
+        return found
 
     def match(
         self,
@@ -217,24 +244,57 @@ class Matcher:
     ) -> list[WatchlistMatch]:
         """The watchlists that fire on an item, in config order, each with its positive hits."""
         scan = self._scan(fields)
-        candidates = set(self._always)
-        users = self._users
-        for field_scan in scan.fields.values():
-            for term_id in field_scan.hits:
-                candidates.update(users[term_id])
-        fired: list[tuple[_Watchlist, list[int]]] = []
-        for index in sorted(candidates):
+        found = scan.found_ids()
+        any_of = self._any_of
+        # A simple watchlist fires when one of its `any` terms is found and none of its `none`.
+        fired = set(map(any_of.__getitem__, found))
+        vetoed = set(map(self._none_of.__getitem__, found))
+        others = set(map(self._other_of.__getitem__, found))
+        others.update(self._always)
+        present = scan.present_cache[FIELDS] = set(found)
+        several = self._several_ids.intersection(present)
+        for term_id in several:
+            in_any, in_none, in_other = self._several[term_id]
+            fired.update(in_any)
+            vetoed.update(in_none)
+            others.update(in_other)
+        fired -= vetoed
+        fired.discard(-1)
+        others.discard(-1)
+        # The others fire as their rules say, and report the hits of their positive terms.
+        positives: dict[int, Set[int]] = {}
+        for index in others:
             watchlist = self._watchlists[index]
-            if not watchlist.applies(feed, feed_tags):
-                continue
-            present = scan.present(watchlist.fields)
-            if watchlist.fires(present):
-                fired.append((watchlist, self._positive_found(watchlist, present)))
-        scan.make_hits({term_id for _, positive in fired for term_id in positive})
-        matches = [
-            WatchlistMatch(watchlist.name, tuple(self._hits(scan, positive, watchlist.fields)))
-            for watchlist, positive in fired
-        ]
+            if watchlist.applies(feed, feed_tags):
+                watchlist_present = scan.present(watchlist.fields)
+                if watchlist.fires(watchlist_present):
+                    positives[index] = self._positive_found(watchlist, watchlist_present)
+        if not (fired or positives):
+            return []
+        # Hits are made for the terms found of the watchlists that fired.
+        wanted = set(compress(found, map(fired.__contains__, map(any_of.__getitem__, found))))
+        wanted.update(t for t in several if not fired.isdisjoint(self._several[t][0]))
+        wanted.update(*positives.values())
+        made = scan.hits(wanted, self._texts)
+        # A simple watchlist reports every hit of its `any` terms (hits are made only of terms
+        # found), in the order made.
+        simple_hits: dict[int, list[Hit]] = {index: [] for index in fired}
+        for hit, term_id in zip(made.hits, made.owners, strict=True):
+            index = any_of[term_id]
+            if index in simple_hits:
+                simple_hits[index].append(hit)
+            elif term_id in several:
+                for index in self._several[term_id][0]:
+                    if index in simple_hits:
+                        simple_hits[index].append(hit)
+        matches = []
+        for index in sorted(fired.union(positives)):
+            watchlist = self._watchlists[index]
+            if index in simple_hits:
+                hits = tuple(simple_hits[index])
+            else:
+                hits = made.of(positives[index], watchlist.fields)
+            matches.append(WatchlistMatch(watchlist.name, hits))
         return matches
 
     def explain(
@@ -289,10 +349,8 @@ class Matcher:
         return Explanation(
             watchlist.name,
             matched=matched,
-            hits=tuple(self._hits(scan, dict.fromkeys(positive), watchlist.fields)),
-            vetoed_by=()
-            if matched
-            else tuple(self._hits(scan, dict.fromkeys(vetoes), watchlist.fields)),
+            hits=self._hits(scan, positive, watchlist.fields),
+            vetoed_by=() if matched else self._hits(scan, vetoes, watchlist.fields),
             missing=tuple(dict.fromkeys(missing)),
             reason="" if matched else "; ".join(reasons),
         )

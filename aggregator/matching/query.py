@@ -256,3 +256,26 @@ def compile_query(node: Node, term_id: Callable[[str], int]) -> Predicate:
     if isinstance(node, And):
         return lambda present: all(part(present) for part in parts)
     return lambda present: any(part(present) for part in parts)
+
+
+Witnesses = Callable[[Set[int]], Set[int]]
+
+
+def compile_witnesses(node: Node, term_id: Callable[[str], int]) -> Witnesses:
+    """``witnesses`` as a function of the set of term ids present, returning term ids."""
+    if isinstance(node, Leaf):
+        wanted = term_id(node.term)
+        alone = frozenset((wanted,))
+        return lambda present: alone if wanted in present else frozenset()
+    if isinstance(node, Not):
+        return lambda present: frozenset()
+    if all(isinstance(child, Leaf) for child in node.children):
+        ids = frozenset(term_id(child.term) for child in node.children if isinstance(child, Leaf))
+        return lambda present: ids & present
+    parts = [
+        (compile_query(child, term_id), compile_witnesses(child, term_id))
+        for child in node.children
+    ]
+    return lambda present: frozenset().union(
+        *(found(present) for holds, found in parts if holds(present))
+    )
