@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from .fetch import Fetcher, FetchResult, Validators
 from .identify import guid_problem, item_keys
 from .logs import event
 from .matching import Matcher
+from .metrics import Metrics
 from .models import Item, WatchlistMatch
 from .parse import ParsedFeed, ParseError, parse_feed
 from .store import (
@@ -86,6 +88,7 @@ class Runtime:
     message_options: MessageOptions
     on_alerts: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def outbox_id(key: str, chat: str) -> str:
@@ -103,7 +106,9 @@ async def poll_feed(rt: Runtime, feed: FeedSettings, *, dry_run: bool = False) -
         result = await rt.fetcher.fetch(url, Validators(state.etag, state.last_modified))
         parsed = None if result.not_modified else await _parse(feed, result, state)
     except (FetchError, ParseError) as exc:
+        rt.metrics.poll_done(feed.name, failed=True)
         return _failed(rt, feed, state, str(exc), dry_run)
+    rt.metrics.poll_done(feed.name, failed=False)
     state.etag, state.last_modified = result.validators.etag, result.validators.last_modified
     if result.permanent_redirect:
         state.url_override = result.permanent_redirect
@@ -340,6 +345,11 @@ def _process(
     )
     if committed and (entries or stories.edits):
         rt.on_alerts()
+    if committed:
+        rt.metrics.items_seen(feed.name, outcome.new_items)
+        rt.metrics.alerts_queued(len(entries))
+        for watchlist, n in Counter(a.match.watchlist for a in outcome.alerts).items():
+            rt.metrics.matched(watchlist, n)  # counted as the status file counts them
     event(
         log,
         logging.INFO,
