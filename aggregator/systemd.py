@@ -1,13 +1,21 @@
 """sd_notify: tell systemd we are ready, stopping, or alive (Type=notify, WatchdogSec=).
 
 The protocol is one datagram to the socket named in $NOTIFY_SOCKET; a few lines, so no library.
-Outside systemd (no $NOTIFY_SOCKET) every call is a no-op.
+Outside systemd (no $NOTIFY_SOCKET) every call is a no-op. It is called from the event loop, so
+the socket is non-blocking: if systemd's queue is ever full, the message is dropped rather than
+the loop stalled (systemd drains it continuously; WATCHDOG=1 and STATUS= are re-sent each
+second).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+
+from .logs import event
+
+log = logging.getLogger("aggregator.systemd")
 
 
 def notify(*states: str) -> bool:
@@ -17,10 +25,13 @@ def notify(*states: str) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract socket namespace
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+    flags = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+    with socket.socket(socket.AF_UNIX, flags) as sock:
         try:
             sock.connect(address)
-            sock.sendall("\n".join(states).encode())
+            sock.send("\n".join(states).encode())
+        except BlockingIOError:
+            event(log, logging.DEBUG, "notify socket full; dropped", states=",".join(states))
         except OSError:
             return False
     return True
