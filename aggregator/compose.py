@@ -34,6 +34,8 @@ HASHTAG_MAX = 64  # characters after "#"
 # UTF-16 units; a longer link is dropped: on its own line in `plain`, it would eat the room
 # that the summary needs.
 LINK_MAX = 2048
+NOTICE_LINES_MAX = 10  # points listed in an admin notice; the rest are counted
+NOTICE_LINE_MAX = 300  # UTF-16 units per point
 ELLIPSIS = "…"
 
 # Where a hit was found, as the reader sees it.
@@ -221,6 +223,26 @@ def render_console(
 
 
 # ---------------------------------------------------------------- input checks and cleaning
+
+
+def compose_notice(title: str, lines: Sequence[str]) -> Message:
+    """A message for the bot's admins: a bold title, then one cleaned line per point.
+
+    At most NOTICE_LINES_MAX points of NOTICE_LINE_MAX units each are shown, so any notice fits
+    in one Telegram message.
+    """
+    shown = [_cut(_one_line(line), NOTICE_LINE_MAX) for line in lines[:NOTICE_LINES_MAX]]
+    if len(lines) > NOTICE_LINES_MAX:
+        shown.append(f"{ELLIPSIS} and {len(lines) - NOTICE_LINES_MAX} more")
+    title = _cut(_one_line(title), NOTICE_LINE_MAX)
+    return Message(
+        html="\n".join(
+            [f"<b>{html.escape(title, quote=False)}</b>"]
+            + [html.escape(line, quote=False) for line in shown]
+        ),
+        plain="\n".join([title, *shown]),
+        disable_preview=True,
+    )
 
 
 def _check_hits(item: Item, match: WatchlistMatch) -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from .durations import parse_duration, parse_size
 from .errors import ConfigError
 from .matching import WatchlistRules, check_rules
+from .metrics import parse_address
 from .models import FIELDS
 
 DEFAULT_CONFIG_PATH = "config.toml"
@@ -77,6 +78,19 @@ class TelegramSettings(_Section):
     admins: tuple[int, ...] = ()
     timezone: str = "UTC"
     send_timeout: Duration = 30.0
+    # Longest wait between retries of a chat while Telegram fails (5xx, timeouts); a 429's
+    # retry_after is always obeyed as given, whatever this says.
+    max_backoff: Duration = 60.0
+
+    @field_validator("max_backoff")
+    @classmethod
+    def _check_max_backoff(cls, value: float) -> float:
+        if not 1.0 <= value <= 3600.0:
+            raise ValueError(
+                "must be between 1s and 1h: shorter hammers a Telegram that is down, longer "
+                "leaves alerts waiting long after it is back"
+            )
+        return value
 
     @field_validator("api_url")
     @classmethod
@@ -134,6 +148,19 @@ class DedupSettings(_Section):
 
     window: Duration = 48 * 3600.0  # how long a near-duplicate still joins an alert; 0: off
     threshold: float = Field(default=0.65, gt=0, le=1)  # word containment (aggregator/cluster)
+
+
+class MetricsSettings(_Section):
+    """[metrics]: where Prometheus can scrape /metrics; empty: not served."""
+
+    address: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        if value.strip():
+            parse_address(value)
+        return value.strip()
 
 
 class FeedSettings(_Section):
@@ -208,6 +235,7 @@ class Config(_Section):
     storage: StorageSettings = StorageSettings()
     polling: PollingSettings = PollingSettings()
     dedup: DedupSettings = DedupSettings()
+    metrics: MetricsSettings = MetricsSettings()
     feeds: tuple[FeedSettings, ...] = ()
     watchlists: tuple[WatchlistSettings, ...] = ()
 

@@ -23,15 +23,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import __version__
-from .compose import MessageOptions
+from .compose import MessageOptions, compose_notice
 from .config import FeedSettings, LoadedConfig, feed_interval, load_config
 from .deliver import Deliverer
 from .errors import ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
 from .health import assess, stale_after_s, watchdog_ok
-from .logs import event
+from .logs import event, redact
 from .matching import Matcher
-from .pipeline import FeedOutcome, Runtime, poll_feed
+from .metrics import Gauges, Metrics, serve
+from .pipeline import FeedOutcome, Runtime, outbox_id, poll_feed
 from .status import (
     STATUS_EVERY_S,
     DaemonStatus,
@@ -41,7 +42,7 @@ from .status import (
     status_path,
     write_status,
 )
-from .store import Store
+from .store import OutboxEntry, Store
 from .systemd import notify, watchdog_interval_s
 from .telegram_api import ConsoleSender, Sender, TelegramSender
 
@@ -87,9 +88,14 @@ def make_sender(loaded: LoadedConfig, token: str | None) -> Sender:
 
 @contextlib.asynccontextmanager
 async def services(
-    loaded: LoadedConfig, token: str | None, *, dry_run: bool = False
+    loaded: LoadedConfig,
+    token: str | None,
+    *,
+    dry_run: bool = False,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Services]:
     """Open the store, the HTTP client and the sender; close them all on the way out."""
+    metrics = metrics or Metrics()
     matcher = Matcher([w.rules() for w in loaded.config.watchlists])
     store = Store.open(loaded.storage_path, readonly=dry_run)
     fetcher = make_fetcher(loaded)
@@ -101,11 +107,18 @@ async def services(
             store,
             sender,
             private_chat_interval_s=0.0 if isinstance(sender, ConsoleSender) else 1.0,
+            metrics=metrics,
+            max_backoff_s=loaded.config.telegram.max_backoff,
         )
     )
     options = MessageOptions(timezone=ZoneInfo(loaded.config.telegram.timezone))
     runtime = Runtime(
-        loaded=loaded, matcher=matcher, store=store, fetcher=fetcher, message_options=options
+        loaded=loaded,
+        matcher=matcher,
+        store=store,
+        fetcher=fetcher,
+        message_options=options,
+        metrics=metrics,
     )
     if deliverer is not None:
         runtime.on_alerts = deliverer.wake
@@ -152,6 +165,7 @@ class Daemon:
         self._tracker: StatusTracker | None = None
         self._status_due = asyncio.Event()
         self._status_error: str | None = None
+        self._metrics = Metrics()
 
     def stop(self) -> None:
         """Ask the daemon to finish in-flight work and exit."""
@@ -162,7 +176,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
-        async with services(self._loaded, self._token) as svc:
+        # A file size limit (systemd LimitFSIZE=, ulimit -f) must fail the write with EFBIG,
+        # which the store handles like a full disk (delivery held, retried), not kill the daemon.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        async with (
+            services(self._loaded, self._token, metrics=self._metrics) as svc,
+            self._metrics_endpoint(svc.runtime),
+        ):
             assert svc.deliverer is not None
             self._tracker = StatusTracker(
                 pid=os.getpid(),
@@ -197,6 +217,37 @@ class Daemon:
         event(log, logging.INFO, "stopped")
         return 2 if fatal else 0
 
+    @contextlib.asynccontextmanager
+    async def _metrics_endpoint(self, runtime: Runtime) -> AsyncIterator[None]:
+        """Serve /metrics at [metrics].address, if set, until the daemon stops."""
+        store = runtime.store
+        self._metrics.watch(
+            Gauges(
+                last_success_at=lambda: {
+                    f.name: store.feed_state(f.name).last_success_at
+                    for f in self._loaded.config.feeds
+                    if f.enabled
+                },
+                pending=store.pending_count,
+            )
+        )
+        address = self._loaded.config.metrics.address
+        async with contextlib.AsyncExitStack() as stack:
+            if address:
+                try:
+                    await stack.enter_async_context(serve(self._metrics, address))
+                except OSError as exc:
+                    # Alerts matter more than their metrics: run on without them (Prometheus
+                    # shows the target down) rather than stop alerting over a taken port.
+                    event(
+                        log,
+                        logging.ERROR,
+                        "cannot serve metrics; running without them",
+                        address=address,
+                        error=exc.strerror or str(exc),
+                    )
+            yield
+
     async def _supervise(self, svc: Services, scheduler: AsyncIOScheduler) -> None:
         """Until stopped: keep the status file current and ping the watchdog while healthy."""
         assert svc.deliverer is not None
@@ -210,7 +261,14 @@ class Daemon:
         try:
             while not self._stop.is_set() and not svc.deliverer.fatal:
                 await asyncio.wait({stop_wait}, timeout=tick)
-                if self._status_due.is_set() or time.monotonic() - written >= STATUS_EVERY_S:
+                # A store that stops (or starts again) taking writes is news for health at once.
+                store_failing = svc.runtime.store.write_error is not None
+                store_changed = store_failing != (status.store_error is not None)
+                if (
+                    self._status_due.is_set()
+                    or store_changed
+                    or time.monotonic() - written >= STATUS_EVERY_S
+                ):
                     self._status_due.clear()
                     status = self._status(svc, scheduler)
                     self._write_status(status)
@@ -248,6 +306,8 @@ class Daemon:
             fatal=None if fatal is None else str(fatal),
             delivery=dict(svc.deliverer.stats),
             running=running,
+            store_error=svc.runtime.store.write_error or svc.deliverer.store_error,
+            store_error_since=svc.runtime.store.write_failing_since,
         )
 
     def _write_status(self, status: DaemonStatus) -> None:
@@ -344,6 +404,7 @@ class Daemon:
                         key=key,
                         problem=message,
                     )
+                self._tell_admins(runtime, exc.problems)
                 return False
             if loaded.storage_path != self._loaded.storage_path:
                 event(
@@ -353,7 +414,18 @@ class Daemon:
                     "while running; restart to use it",
                     path=loaded.storage_path,
                 )
+                self._tell_admins(
+                    runtime, [("storage.path", "cannot change while running; restart to use it")]
+                )
                 return False
+            if loaded.config.metrics.address != self._loaded.config.metrics.address:
+                event(
+                    log,
+                    logging.WARNING,
+                    "metrics.address changed; restart to serve metrics there",
+                    serving=self._loaded.config.metrics.address or "off",
+                    configured=loaded.config.metrics.address or "off",
+                )
             previous, self._loaded = self._loaded, loaded
             runtime.loaded = loaded
             runtime.matcher = Matcher([w.rules() for w in loaded.config.watchlists])
@@ -373,6 +445,42 @@ class Daemon:
             return True
         finally:
             notify("READY=1")
+
+    def _tell_admins(self, runtime: Runtime, problems: list[tuple[str, str]]) -> None:
+        """Queue a refused config's problems to every telegram.admins user, through the outbox
+        like any alert (durable, paced, retried)."""
+        admins = self._loaded.config.telegram.admins
+        if not admins:
+            return
+        lines = [f"{key}: {message}" if key else message for key, message in problems]
+        notice = compose_notice(
+            f"New config refused ({self._loaded.path.name}); still running the old one",
+            # The token is never in a config problem; redact() makes sure of it.
+            [redact(line) for line in lines],
+        )
+        now = time.time()
+        key = f"admin-notice:{time.time_ns()}"
+        entries = [
+            OutboxEntry(
+                id=outbox_id(key, str(admin)),
+                chat=str(admin),
+                text=notice.html,
+                plain=notice.plain,
+                watchlist="",
+                item_key=key,
+                feed="",
+                created_at=now,
+                disable_preview=True,
+            )
+            for admin in admins
+        ]
+        try:
+            runtime.store.commit(alerts=entries)
+        except StoreError as exc:
+            event(log, logging.ERROR, "cannot queue the notice to admins", error=str(exc))
+            return
+        runtime.metrics.alerts_queued(len(entries))
+        runtime.on_alerts()
 
     async def _housekeeping(self, runtime: Runtime) -> None:
         """Retention: forget items that left their feed longer ago than storage.seen_ttl."""

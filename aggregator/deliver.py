@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from .errors import DeliveryError, StoreError
 from .logs import event
+from .metrics import Metrics
 from .store import EditEntry, OutboxEntry, Store
 from .telegram_api import (
     BadToken,
@@ -38,7 +39,11 @@ from .telegram_api import (
 
 log = logging.getLogger("aggregator.deliver")
 
+# Longest wait between retries of a chat while Telegram fails (5xx, timeouts, network errors);
+# the daemon takes it from [telegram] max_backoff. The first retry waits FIRST_BACKOFF_S, each
+# next one twice as long.
 MAX_BACKOFF_S = 60.0
+FIRST_BACKOFF_S = 1.0
 # Telegram allows about one message per second in a private chat; the rate limiter in
 # telegram_api covers groups, channels and the overall rate.
 PRIVATE_CHAT_INTERVAL_S = 1.0
@@ -77,11 +82,21 @@ class Deliverer:
         sender: Sender,
         *,
         private_chat_interval_s: float = PRIVATE_CHAT_INTERVAL_S,
+        metrics: Metrics | None = None,
+        max_backoff_s: float = MAX_BACKOFF_S,
     ) -> None:
         self._store = store
         self._sender = sender
+        self._metrics = metrics or Metrics()
         self._private_interval = private_chat_interval_s
+        self._max_backoff = max_backoff_s
         self._workers: dict[str, asyncio.Task[None]] = {}
+        # Chats sleeping off a transient failure; set() cuts the sleep short (Telegram is back).
+        self._backing_off: dict[str, asyncio.Event] = {}
+        # Cleared while a sent alert cannot be recorded: no chat sends until the store can.
+        self._store_writable = asyncio.Event()
+        self._store_writable.set()
+        self.store_error: str | None = None
         self._paused: dict[str, str] = {}
         self._last_send: dict[str, float] = {}
         self._failures: Counter[str] = Counter()
@@ -139,6 +154,46 @@ class Deliverer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), seconds)
 
+    async def _wait_for(self, wake: asyncio.Event, seconds: float | None = None) -> None:
+        """Sleep until ``wake`` is set, shutdown, or ``seconds`` (None: no limit) have passed."""
+        waits = {asyncio.create_task(wake.wait()), asyncio.create_task(self._stop.wait())}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _back_off(self, chat: str, seconds: float) -> None:
+        """Sleep off a transient failure; cut short once another chat gets through."""
+        wake = self._backing_off[chat] = asyncio.Event()
+        try:
+            await self._wait_for(wake, seconds)
+        finally:
+            if self._backing_off.get(chat) is wake:
+                del self._backing_off[chat]
+
+    def _end_backoffs(self, chat: str) -> None:
+        """``chat`` got through after transient failures: Telegram is back, so the chats still
+        sleeping off theirs retry now instead of up to a whole backoff later. Chats waiting out a
+        429 are not among them: its retry_after is obeyed exactly."""
+        waiting = [other for other in self._backing_off if other != chat]
+        for other in waiting:
+            self._backing_off.pop(other).set()
+        if waiting:
+            event(
+                log,
+                logging.INFO,
+                "Telegram answers again; retrying the waiting chats now",
+                chat=chat,
+                chats=len(waiting),
+            )
+
+    async def _until_store_writable(self) -> None:
+        """Hold this chat while a sent alert cannot be recorded (see _record)."""
+        if not self._store_writable.is_set():
+            await self._wait_for(self._store_writable)
+
     def _next(self, chat: str) -> OutboxEntry | EditEntry | None:
         """The chat's oldest pending alert or edit."""
         jobs: list[OutboxEntry | EditEntry] = [
@@ -148,7 +203,9 @@ class Deliverer:
         return min(jobs, key=lambda job: job.created_at, default=None)
 
     async def _work(self, chat: str) -> None:
-        backoff = 1.0
+        first_backoff = min(FIRST_BACKOFF_S, self._max_backoff)
+        backoff = first_backoff
+        failing = False  # the last attempt failed transiently (Telegram down or unreachable)
         while not self._stop.is_set():
             job = self._next(chat)
             if job is None:
@@ -163,6 +220,7 @@ class Deliverer:
                     await self._record(job, functools.partial(self._store.edit_done, job.target))
                     continue
             await self._pace(chat)
+            await self._until_store_writable()
             if self._stop.is_set():
                 return
             try:
@@ -173,6 +231,7 @@ class Deliverer:
                     message_id = await self._send(job)
             except RetryLater as exc:
                 self.stats["retry_after"] += 1
+                self._metrics.retry_after()
                 event(
                     log,
                     logging.WARNING,
@@ -183,8 +242,10 @@ class Deliverer:
                 await self._wait(exc.retry_after_s)
                 continue
             except TransientError as exc:
-                delay = min(backoff, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)
-                backoff *= 2
+                # Jitter below the cap, so that chats failing together do not retry together.
+                delay = min(backoff, self._max_backoff) * random.uniform(0.8, 1.0)
+                backoff = min(backoff * 2, self._max_backoff)
+                failing = True
                 self.stats["transient_errors"] += 1
                 event(
                     log,
@@ -195,7 +256,7 @@ class Deliverer:
                     error=str(exc),
                     retry_in_s=round(delay, 1),
                 )
-                await self._wait(delay)
+                await self._back_off(chat, delay)
                 continue
             except ChatMoved as exc:
                 event(
@@ -246,10 +307,12 @@ class Deliverer:
                         alert=job_id,
                         error=str(exc),
                     )
-                    await self._wait(min(backoff, MAX_BACKOFF_S))
-                    backoff *= 2
+                    await self._wait(min(backoff, self._max_backoff))
+                    backoff = min(backoff * 2, self._max_backoff)
                     continue
                 self.stats["failed"] += 1
+                if isinstance(job, OutboxEntry):
+                    self._metrics.alert_failed()
                 event(
                     log,
                     logging.ERROR,
@@ -263,7 +326,11 @@ class Deliverer:
                 message_id = None
             else:
                 self.stats["sent" if isinstance(job, OutboxEntry) else "edited"] += 1
-            backoff = 1.0
+                if isinstance(job, OutboxEntry):
+                    self._metrics.alert_sent(job.created_at)  # created_at: item first seen
+                if failing:
+                    self._end_backoffs(chat)
+            backoff, failing = first_backoff, False
             self._failures.pop(job_id, None)
             await self._record(job, self._done(job, message_id))
 
@@ -348,15 +415,19 @@ class Deliverer:
         return first
 
     async def _record(self, job: OutboxEntry | EditEntry, write: Callable[[], None]) -> None:
-        """Retire a job in the store; keep retrying if the disk refuses."""
-        delay = 1.0
+        """Retire a job in the store; while the disk refuses, hold every chat and keep retrying."""
+        delay = min(FIRST_BACKOFF_S, self._max_backoff)
+        attempts = 0
         while True:
             try:
                 write()
-                return
             except StoreError as exc:
-                # Sending more now would be duplicated after a restart: hold this chat until the
-                # store can record what was already sent.
+                # A send made now could not be recorded either, and would go out again after a
+                # restart: no chat sends until the store can record what was already sent.
+                self._store_writable.clear()
+                self.store_error = str(exc)
+                attempts += 1
+                self.stats["store_write_failures"] += 1
                 event(
                     log,
                     logging.ERROR,
@@ -364,8 +435,23 @@ class Deliverer:
                     chat=job.chat,
                     alert=job.id if isinstance(job, OutboxEntry) else f"edit {job.target}",
                     error=str(exc),
+                    attempts=attempts,
+                    retry_in_s=round(delay, 1),
                 )
                 if self._stop.is_set():
                     return
                 await self._wait(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+                delay = min(delay * 2, self._max_backoff)
+                continue
+            if not self._store_writable.is_set():
+                event(
+                    log,
+                    logging.WARNING,
+                    "store writable again; delivery resumes",
+                    chat=job.chat,
+                    alert=job.id if isinstance(job, OutboxEntry) else f"edit {job.target}",
+                    attempts=attempts,
+                )
+                self.store_error = None
+                self._store_writable.set()
+            return

@@ -3,7 +3,8 @@
 Healthy means: the process is alive and still writing its status file, polls keep finishing,
 at least one feed succeeded within ``STALE_FACTOR`` times the shortest interval (plus one fetch
 timeout, so that a slow last fetch does not count against it), not every feed is failing, and
-delivery is not blocked for good (Telegram refused the token).
+delivery is not blocked for good (Telegram refused the token), and the store takes writes (a
+full or read-only disk holds delivery, so that a restart cannot send anything twice).
 
 The watchdog acts on a subset: a restart helps a daemon whose polls stopped finishing, not one
 whose feeds are down or whose network is gone, so those never stop the pings (systemd would only
@@ -36,6 +37,7 @@ STALLED = "stalled"
 STALE = "stale"
 FAILING = "failing"
 FATAL = "fatal"
+STORE_NOT_WRITABLE = "store not writable"
 NO_STATUS = "no status"
 # The problems that a restart of the process can cure.
 WATCHDOG_KINDS = frozenset({STALLED, FATAL})
@@ -106,6 +108,15 @@ def assess(status: DaemonStatus, now: float, *, process_alive: bool = True) -> V
         )
     if status.fatal:
         problems.append(Problem(FATAL, f"delivery blocked (fatal): {status.fatal}"))
+    if running and status.store_error:
+        since = f" since {_ago(now - status.store_error_since)}" if status.store_error_since else ""
+        problems.append(
+            Problem(
+                STORE_NOT_WRITABLE,
+                f"store not writable{since}: {status.store_error}; delivery is held and the "
+                "daemon keeps retrying (free space or fix the disk)",
+            )
+        )
     enabled = [f for f in status.feeds if f.enabled]
     if running and enabled and status.stale_after_s is not None:
         limit = status.stale_after_s

@@ -91,6 +91,9 @@ class DaemonStatus:
     paused_chats: dict[str, str] = field(default_factory=dict)
     fatal: str | None = None
     delivery: dict[str, int] = field(default_factory=dict)
+    # Why the store cannot be written (disk full, read-only), and since when; delivery is held.
+    store_error: str | None = None
+    store_error_since: float | None = None
     # Hourly buckets behind the 24 h counts: {"new_items": {feed: ...}, "matches": {wl: ...}}.
     counts: dict[str, dict[str, Buckets]] = field(default_factory=dict)
 
@@ -256,6 +259,8 @@ class StatusTracker:
         fatal: str | None,
         delivery: Mapping[str, int],
         running: bool = True,
+        store_error: str | None = None,
+        store_error_since: float | None = None,
     ) -> DaemonStatus:
         """The status document for the running config at ``now``."""
         config = loaded.config
@@ -299,6 +304,8 @@ class StatusTracker:
             paused_chats=dict(paused_chats),
             fatal=fatal,
             delivery=dict(delivery),
+            store_error=store_error,
+            store_error_since=store_error_since if store_error else None,
             counts={
                 "new_items": {k: dict(v) for k, v in self._new_items.items()},
                 "matches": {k: dict(v) for k, v in self._matches.items()},
@@ -355,6 +362,8 @@ def format_status(status: DaemonStatus, health_line: str, now: float) -> str:
         lines.append("queue: empty (every alert delivered)")
     if status.fatal:
         lines += ["", f"delivery blocked: {status.fatal}"]
+    if status.store_error:
+        lines += ["", f"store not writable (delivery held): {status.store_error}"]
     return "\n".join(line.rstrip() for line in lines)
 
 

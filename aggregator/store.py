@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -204,6 +205,9 @@ class Store:
         self._edits: dict[str, str] = {}  # target entry id -> doc id
         self._edits_by_chat: dict[str, dict[str, None]] = {}  # chat -> targets (ordered set)
         self._next_id: dict[str, int] = {}
+        # Why the last write failed, and since when (epoch seconds); None once a write succeeds.
+        self.write_error: str | None = None
+        self.write_failing_since: float | None = None
         self._build_indexes()
 
     @classmethod
@@ -315,7 +319,13 @@ class Store:
         if not batch.ops:
             return
         ops: list[Op] = [(t, i, v) for (t, i), v in batch.ops.items()]
-        self._storage.append(ops)
+        try:
+            self._storage.append(ops)
+        except StoreError as exc:
+            self.write_error = str(exc)
+            self.write_failing_since = self.write_failing_since or time.time()
+            raise
+        self.write_error = self.write_failing_since = None
         for table, doc_id, value in ops:
             docs = self._doc[table]
             old = docs.get(doc_id)

@@ -297,6 +297,7 @@ def test_sighup_reloads_feeds_and_watchlists_and_refuses_a_bad_config(
     feed_server.add("/c.xml", (FEEDS / "news-ar" / "news-c-latest-cp1256.xml").read_bytes())
     sample_feed = {"name": "sample", "url": feed_server.url_for("/sample.xml")}
     syria = {"name": "syria", "any": ["#سوريا"], "channels": ["@syria_alerts"]}
+    admins = [4242, 4343]
     config = write_config(
         tmp_path,
         feeds=[sample_feed],
@@ -311,21 +312,48 @@ def test_sighup_reloads_feeds_and_watchlists_and_refuses_a_bad_config(
             tmp_path,
             feeds=[sample_feed, {"name": "news-c", "url": feed_server.url_for("/c.xml")}],
             watchlists=[syria, {"name": "qatar", "any": ["قطر"], "channels": ["@qatar_alerts"]}],
-            telegram={"api_url": telegram.api_url},
+            telegram={"api_url": telegram.api_url, "admins": admins},
             token=TOKEN,
         )
         daemon.proc.send_signal(signal.SIGHUP)
         assert daemon.wait_for(r"config reloaded.*feeds_added=news-c", timeout=10), daemon.output()
         assert telegram.wait_until(lambda: len(telegram.sent_to("@qatar_alerts")) >= 1, 30)
-        config.write_text(config.read_text(encoding="utf-8") + "\n[oops\n", encoding="utf-8")
+        good = config.read_text(encoding="utf-8")
+        config.write_text(good + "\n[oops\n", encoding="utf-8")
         daemon.proc.send_signal(signal.SIGHUP)
         assert daemon.wait_for(r"new config refused", timeout=10), daemon.output()
+        # The refusal also goes to every admin, through the outbox like any alert.
+        for admin in admins:
+            assert telegram.wait_for_messages(1, timeout=30, chat_id=admin), daemon.output()
+            (notice,) = telegram.sent_to(admin)
+            assert notice.plain_text.startswith(
+                "New config refused (config.toml); still running the old one\n"
+            ), notice.plain_text
+            assert "TOML syntax error" in notice.plain_text and "line" in notice.plain_text
+        # A refused value that carries the token (pasted into a URL) is sent without it.
+        config.write_text(
+            good
+            + f'[[feeds]]\nname = "leaky"\nurl = "ftp://example.com/bot{TOKEN}/x"\n'
+            + '[metrics]\naddress = "9464"\n',
+            encoding="utf-8",
+        )
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert daemon.wait_for(r"new config refused", timeout=10, count=3), daemon.output()
+        for admin in admins:
+            assert telegram.wait_for_messages(2, timeout=30, chat_id=admin), daemon.output()
+            second = telegram.sent_to(admin)[1].plain_text
+            assert "feeds[2].url: expected an http:// or https:// URL" in second, second
+            assert "metrics.address: " in second, second
+            assert "ftp://example.com/bot<redacted>/x" in second, second
         assert daemon.proc.poll() is None
         assert daemon.terminate() == 0
     finally:
         daemon.close()
     sample_alerts = [m for m in telegram.sent_to("@syria_alerts") if SAMPLE_TITLE in m.text]
     assert len(sample_alerts) == 1, "no repeat of earlier alerts"
+    secret = TOKEN.split(":", 1)[1]
+    assert not [m.text for m in telegram.messages if secret in m.text]
+    assert secret not in daemon.output()
 
 
 GOLDEN = REPO / "tests" / "data" / "e2e" / "sample-alert.html"
