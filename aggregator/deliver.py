@@ -57,6 +57,11 @@ def _is_private(chat: str) -> bool:
     return chat.isdigit()
 
 
+def _label(job: OutboxEntry | EditEntry) -> str:
+    """How logs name a queued job: an alert's id, or the edit of a sent alert."""
+    return job.id if isinstance(job, OutboxEntry) else f"edit {job.target}"
+
+
 def split_text(text: str, limit: int = PLAIN_CHUNK) -> list[str]:
     """Cut text into pieces of at most ``limit`` characters, at line or word ends when possible."""
     pieces: list[str] = []
@@ -210,7 +215,7 @@ class Deliverer:
             job = self._next(chat)
             if job is None:
                 return
-            job_id = job.id if isinstance(job, OutboxEntry) else f"edit {job.target}"
+            job_id = _label(job)
             message_id: int | None = None
             if isinstance(job, EditEntry):
                 record = self._store.sent_record(job.target)
@@ -433,7 +438,7 @@ class Deliverer:
                     logging.ERROR,
                     "cannot record a sent alert; holding delivery",
                     chat=job.chat,
-                    alert=job.id if isinstance(job, OutboxEntry) else f"edit {job.target}",
+                    alert=_label(job),
                     error=str(exc),
                     attempts=attempts,
                     retry_in_s=round(delay, 1),
@@ -449,7 +454,7 @@ class Deliverer:
                     logging.WARNING,
                     "store writable again; delivery resumes",
                     chat=job.chat,
-                    alert=job.id if isinstance(job, OutboxEntry) else f"edit {job.target}",
+                    alert=_label(job),
                     attempts=attempts,
                 )
                 self.store_error = None

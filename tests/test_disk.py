@@ -14,18 +14,16 @@ alert goes out exactly once, also across a restart.
 
 from __future__ import annotations
 
-import re
 import resource
 import sys
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TOKEN, write_config
 from tests.daemon_process import DaemonProcess, run_cli
+from tests.distinct_feed import REF, distinct_feed
 from tests.servers.fake_telegram import FakeTelegram
 from tests.servers.feed_server import FeedServer
 
@@ -36,28 +34,10 @@ pytestmark = pytest.mark.skipif(
 CHATS = ("2001", "2002", "2003")  # private: paced at one a second, so a backlog lasts
 FIRST_ITEMS = 6
 FAULT_ITEMS = 2
-REF = re.compile(r"\bref(\d{3})\b")
-SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-
-
-def _item(n: int) -> str:
-    words = " ".join(SYLLABLES[(n * 11 + k) % len(SYLLABLES)] + f"{n}q{k}" for k in range(5))
-    published = datetime(2024, 5, 10, 6, 0, tzinfo=UTC) + timedelta(minutes=n)
-    return (
-        f"<item><title>quay {words} ref{n:03d}</title>"
-        f"<link>https://disk.example/{n}</link><guid>disk-{n}</guid>"
-        f"<description>quay report {words}</description>"
-        f"<pubDate>{format_datetime(published)}</pubDate></item>\n"
-    )
 
 
 def _feed(count: int) -> bytes:
-    items = "".join(_item(n) for n in reversed(range(count)))
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-        "<title>disk</title><link>https://disk.example/</link>"
-        f"<description>disk test</description>\n{items}</channel></rss>\n"
-    ).encode()
+    return distinct_feed("disk", "quay", count)
 
 
 def _delivered(telegram: FakeTelegram) -> Counter[tuple[str, int]]:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 
 from aggregator.deliver import Deliverer
@@ -25,6 +22,7 @@ from aggregator.store import OutboxEntry, Store
 from aggregator.telegram_api import Outgoing, TelegramSender
 from tests.conftest import TOKEN, write_config
 from tests.daemon_process import DaemonProcess
+from tests.distinct_feed import REF, distinct_feed
 from tests.servers.fake_telegram import FakeTelegram, SentMessage
 from tests.servers.feed_server import FeedServer
 
@@ -37,29 +35,10 @@ FIRST_ITEMS = 5
 OUTAGE_ITEMS = 3
 # Failed attempts per chat: the first half answered 502, the second half left hanging.
 OUTAGE_FAILURES = 8
-REF = re.compile(r"\bref(\d{3})\b")
-SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-
-
-def _item(n: int) -> str:
-    # Words no two items share, so that the cluster stage never joins two of them.
-    words = " ".join(SYLLABLES[(n * 7 + k) % len(SYLLABLES)] + f"{n}x{k}" for k in range(5))
-    published = datetime(2024, 5, 10, 6, 0, tzinfo=UTC) + timedelta(minutes=n)
-    return (
-        f"<item><title>harbour {words} ref{n:03d}</title>"
-        f"<link>https://outage.example/{n}</link><guid>outage-{n}</guid>"
-        f"<description>harbour report {words}</description>"
-        f"<pubDate>{format_datetime(published)}</pubDate></item>\n"
-    )
 
 
 def _feed(count: int) -> bytes:
-    items = "".join(_item(n) for n in reversed(range(count)))
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-        "<title>outage</title><link>https://outage.example/</link>"
-        f"<description>outage test</description>\n{items}</channel></rss>\n"
-    ).encode()
+    return distinct_feed("outage", "harbour", count)
 
 
 def _sends(telegram: FakeTelegram) -> list[tuple[str, int, float]]:
