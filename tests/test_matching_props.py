@@ -16,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from aggregator.matching import Matcher, WatchlistRules, check_rules, normalize
+from aggregator.matching.tokens import CHUNK_SEPARATOR, CHUNK_TOKENS, TOKEN_RE
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -211,3 +212,30 @@ def test_marks_and_controls_between_every_two_characters_change_nothing(
     # Every boundary at once: inside words, around sentence ends, acronym dots, possessives.
     changed = "".join(char + inserted[index % len(inserted)] for index, char in enumerate(text))
     assert fired(changed) == fired(text)
+
+
+def _whole_text_tokens(text: str) -> list[tuple[str, int, int]]:
+    return [(m.group(), *m.span()) for m in TOKEN_RE.finditer(text)]
+
+
+def _chunked_tokens(text: str) -> list[tuple[str, int, int]]:
+    found: list[tuple[str, int, int]] = []
+    offset = 0
+    for chunk in text.split(CHUNK_SEPARATOR):
+        found += [(raw, offset + start, offset + end) for raw, start, end in CHUNK_TOKENS[chunk]]
+        offset += len(chunk) + len(CHUNK_SEPARATOR)
+    return found
+
+
+@SETTINGS
+@given(st.text(alphabet=ALPHABET + "U.S.A. e.g. Carter's ٣٫٥ 3.5 ...", max_size=120))
+def test_chunks_tokenize_like_the_whole_text(text: str) -> None:
+    # The matcher tokenizes space-separated chunks and caches them; that is sound only if it
+    # finds exactly the tokens, at exactly the offsets, of the pattern run over the whole text.
+    assert _chunked_tokens(text) == _whole_text_tokens(text)
+
+
+@SETTINGS
+@given(st.text(max_size=80))
+def test_chunks_tokenize_like_the_whole_text_on_any_text(text: str) -> None:
+    assert _chunked_tokens(text) == _whole_text_tokens(text)

@@ -10,14 +10,22 @@ so a common first word ("في", "the") costs nothing unless its phrase's second 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
-from itertools import chain, compress
-from operator import and_, attrgetter, itemgetter
+from itertools import accumulate, chain, compress, repeat
+from operator import and_, attrgetter, is_not, itemgetter
 from typing import Final
 
 from aggregator.matching.terms import LaterWord, Term, case_allows
-from aggregator.matching.tokens import SPLIT_RE, Prepared, prepare, token_info
+from aggregator.matching.tokens import (
+    CHUNK_SEPARATOR,
+    CHUNK_TOKENS,
+    OTHER,
+    Prepared,
+    prepare,
+    token_info,
+)
 from aggregator.models import Hit
 
 _CACHE_LIMIT: Final = 500_000
@@ -40,11 +48,13 @@ _TokenStarts = tuple[
     int,  # bits of the second words of its phrases (_second_bit)
     int,  # its own bit, if it is the second word of a phrase
     _Checked,
+    int,  # its case class (tokens.OTHER, UPPER, TITLE), for phrases' case rules
 ]
-_KEY, _SINGLES, _PAIRS, _OTHERS, _NEEDS, _IS, _CHECKED = (itemgetter(n) for n in range(7))
+_KEY, _SINGLES, _PAIRS, _OTHERS, _NEEDS, _IS, _CHECKED, _CASE = (itemgetter(n) for n in range(8))
 # The entry of a token that is no word of any term. Its key "" (that of a sentence end) equals
-# no term word and starts with none, which is all that a key is used for.
-_NOTHING: Final[_TokenStarts] = ("", (), _NO_PAIRS, (), 0, 0, _NO_CHECKED)
+# no term word and starts with none, which is all that a key is used for; no case rule ever
+# asks about it.
+_NOTHING: Final[_TokenStarts] = ("", (), _NO_PAIRS, (), 0, 0, _NO_CHECKED, OTHER)
 # A phrase's second word is looked up only where the token before can start a phrase whose
 # second word has the same bit as the token: ``needs & is`` in C over the whole text, with data
 # that is in the tokens' own entries, instead of a dictionary lookup (a cache miss) per token.
@@ -56,9 +66,26 @@ def _second_bit(key: str) -> int:
 
 
 _TERM_ID = itemgetter(2)
+_NEXT = (1).__add__
 _HIT_ORDER = attrgetter("start", "end", "term")
 # A term found in a field: (first token, last token, term id).
 Found = tuple[int, int, int]
+
+
+class _ChunkCache(dict[str, tuple[_TokenStarts, ...]]):
+    """What the tokens of each distinct space-separated chunk start (see tokens.CHUNK_TOKENS):
+    one lookup per word of a text, where a token cache alone would need a regex pass too."""
+
+    def __init__(self, tokens: _TokenCache) -> None:
+        super().__init__()
+        self._tokens = tokens
+
+    def __missing__(self, chunk: str) -> tuple[_TokenStarts, ...]:
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        tokens = self._tokens
+        found = self[chunk] = tuple(tokens[raw] for raw, _, _ in CHUNK_TOKENS[chunk])
+        return found
 
 
 class _TokenCache(dict[str, _TokenStarts]):
@@ -86,7 +113,8 @@ class FieldScan:
     """
 
     prepared: Prepared
-    parts: list[str]  # SPLIT_RE.split of the prepared text: gap, token, gap, token, ..., gap
+    chunks: list[str]  # the prepared text split at spaces ...
+    chunk_sizes: list[int]  # ... and how many tokens each chunk holds
     single_at: list[int]  # tokens that are one-word terms ...
     single_ids: list[tuple[int, ...]]  # ... and the ids of those terms
     pair_at: list[int]  # tokens that start a two-word phrase with the next token ...
@@ -131,27 +159,39 @@ class FieldScan:
         made: list[Hit] = []
         append = made.append
         new_tuple = tuple.__new__  # Hit(...) without the call of its Python-level __new__
-        parts = self.parts
-        join = "".join
+        prepared_text = self.prepared.text
         hashtags = "#" in original or "\uff03" in original
         mapped_starts, mapped_ends = self.prepared.starts, self.prepared.ends
-        # The parts are pieces of the original itself unless NFKC or _HARMLESS changed it.
-        same = self.prepared.text is original
-        done = position = 0  # position: the length of parts[:done]
+        # Offsets are worked out only here, for the tokens that hits need: the scan itself
+        # never measures where a token is.
+        # Token i is token i - first_token[c] of chunk c, the last chunk whose first token is
+        # at most i; chunk c starts after the chunks before it and one separator each.
+        first_token = list(accumulate(self.chunk_sizes, initial=0))
+        first_char = list(accumulate(map(len, self.chunks), initial=0))
+        chunks = self.chunks
+        step = len(CHUNK_SEPARATOR)
         for first, last, term_id in selected:
-            # Token i is parts[2i + 1]. Walking forward, each part is measured at most once.
-            at = 2 * first + 1
-            if at != done:
-                position += len(join(parts[done:at]))
-                done = at
-            text = parts[at] if first == last else join(parts[at : 2 * last + 2])
-            start, end = position, position + len(text)
+            chunk = bisect_right(first_token, first) - 1
+            start = (
+                first_char[chunk]
+                + chunk * step
+                + CHUNK_TOKENS[chunks[chunk]][first - first_token[chunk]][1]
+            )
+            if last != first:
+                chunk = bisect_right(first_token, last) - 1
+            end = (
+                first_char[chunk]
+                + chunk * step
+                + CHUNK_TOKENS[chunks[chunk]][last - first_token[chunk]][2]
+            )
+            text = prepared_text[start:end]
             if mapped_starts is not None and mapped_ends is not None:
                 start, end = mapped_starts[start], mapped_ends[end - 1]
             if hashtags and start and original[start - 1] in "#\uff03":
                 start -= 1
                 text = original[start:end]
-            elif not same:
+            elif prepared_text is not original:
+                # NFKC or _HARMLESS changed the text: the hit shows the original's characters.
                 text = original[start:end]
             append(new_tuple(Hit, (term_texts[term_id], name, start, end, text)))
         owners = list(map(_TERM_ID, selected))
@@ -164,7 +204,9 @@ class FieldScan:
         return made, owners
 
 
-def _follow(keys: list[str], raws: list[str], index: int, later: tuple[LaterWord, ...]) -> int:
+def _follow(
+    keys: list[str], tokens: list[_TokenStarts], index: int, later: tuple[LaterWord, ...]
+) -> int:
     """Index of a phrase's last token when ``later`` follows token ``index``, else -1."""
     count = len(keys)
     for key, star, required in later:
@@ -174,7 +216,8 @@ def _follow(keys: list[str], raws: list[str], index: int, later: tuple[LaterWord
         found = keys[index]
         if not (found.startswith(key) if star else found == key):
             return -1
-        if required and not case_allows(required, token_info(raws[index])[1]):
+        # A later word's token has an entry of its own (never _NOTHING), so its case is there.
+        if required and not case_allows(required, tokens[index][7]):
             return -1
     return index
 
@@ -222,6 +265,7 @@ class TermIndex:
                 if star:
                     self._later_stems.setdefault(key[:3], []).append(key)
         self._tokens = _TokenCache(self._learn)
+        self._chunks = _ChunkCache(self._tokens)
 
     def _learn(self, raw: str) -> _TokenStarts:
         """Work out what this raw token can start and cache it (once per distinct token)."""
@@ -276,6 +320,7 @@ class TermIndex:
             needs,
             _second_bit(key) if key in self._second_keys else 0,
             {k: tuple(v) for k, v in checked.items()} if checked else _NO_CHECKED,
+            case,
         )
         return learned
 
@@ -285,24 +330,34 @@ class TermIndex:
     def scan(self, text: str) -> FieldScan:
         """Every occurrence of every term in one field's text."""
         prepared = prepare(text)
-        parts = SPLIT_RE.split(prepared.text)
-        raws = parts[1::2]
+        chunks = prepared.text.split(CHUNK_SEPARATOR)
+        per_chunk = list(map(self._chunks.__getitem__, chunks))
         # Everything per token is done by C loops (map, compress); Python runs only where a
-        # term starts, or for a token never seen before (``_TokenCache.__missing__``).
-        tokens = list(map(self._tokens.__getitem__, raws))
-        single_at = list(compress(range(len(tokens)), map(_SINGLES, tokens)))
-        single_ids = list(map(_SINGLES, map(tokens.__getitem__, single_at)))
+        # term starts, or for a chunk never seen before (``_ChunkCache.__missing__``). Most
+        # tokens play no part in any term and share the entry _NOTHING: one pass picks out
+        # the others, and the rest of the work is on those alone.
+        tokens = list(chain.from_iterable(per_chunk))
+        count = len(tokens)
+        at = list(compress(range(count), map(is_not, tokens, repeat(_NOTHING, count))))
+        found_at = list(map(tokens.__getitem__, at))
+        singles = list(map(_SINGLES, found_at))
+        single_at = list(compress(at, singles))
+        single_ids = list(filter(None, singles))
         pair_at: list[int] = []
         pair_ids: list[tuple[int, ...]] = []
         longer: list[Found] = []
         if self._phrases:
-            # The phrases that start at each token and whose second word is the next token:
+            # The phrases that start at a token and whose second word is the next token:
             # looked up only where the bits say that they may.
-            following = tokens[1:]
-            maybe = map(and_, map(_NEEDS, tokens), map(_IS, following))
-            maybe_at = list(compress(range(len(following)), maybe))
+            needs = list(map(_NEEDS, found_at))
+            starts_at = list(compress(at, needs))
+            tokens.append(_NOTHING)  # so that the last token has a next one
+            following = list(map(tokens.__getitem__, map(_NEXT, starts_at)))
+            tokens.pop()
+            maybe = list(map(and_, compress(needs, needs), map(_IS, following)))
+            maybe_at = list(compress(starts_at, maybe))
             firsts = list(map(tokens.__getitem__, maybe_at))
-            second_keys = list(map(_KEY, map(following.__getitem__, maybe_at)))
+            second_keys = list(map(_KEY, compress(following, maybe)))
             looked_up = list(map(dict.get, map(_PAIRS, firsts), second_keys))
             pair_at = list(compress(maybe_at, looked_up))
             pair_ids = list(filter(None, looked_up))
@@ -311,22 +366,31 @@ class TermIndex:
                 checked = list(map(dict.get, map(_CHECKED, firsts), second_keys))
                 for index, entries in compress(zip(maybe_at, checked, strict=True), checked):
                     for term_id, required, later in entries:  # type: ignore[union-attr]
-                        if required and not case_allows(required, token_info(raws[index + 1])[1]):
+                        if required and not case_allows(required, tokens[index + 1][7]):
                             continue
                         last = index + 1
                         if later:
                             keys = keys or list(map(_KEY, tokens))
-                            last = _follow(keys, raws, last, later)
+                            last = _follow(keys, tokens, last, later)
                         if last >= 0:
                             longer.append((index, last, term_id))
             if self._star_phrases:
                 keys = keys or list(map(_KEY, tokens))
-                for index in compress(range(len(tokens)), map(_OTHERS, tokens)):
+                for index in compress(at, map(_OTHERS, found_at)):
                     for term_id, later in tokens[index][3]:
-                        last = _follow(keys, raws, index, later)
+                        last = _follow(keys, tokens, index, later)
                         if last >= 0:
                             longer.append((index, last, term_id))
             if len(longer) > 1:
                 # Two variants of a term (names joined or apart) may find the same words.
                 longer = list(dict.fromkeys(longer))
-        return FieldScan(prepared, parts, single_at, single_ids, pair_at, pair_ids, longer)
+        return FieldScan(
+            prepared,
+            chunks,
+            list(map(len, per_chunk)),
+            single_at,
+            single_ids,
+            pair_at,
+            pair_ids,
+            longer,
+        )

@@ -1,7 +1,8 @@
 """Tokens of spec/matching.md §2: words, dotted acronyms, possessives and sentence ends.
 
-One regular expression finds every token of a text in a single pass over the text itself (or,
-when the text is not in NFKC, over its NFKC form with a map back to the original: ``prepare``).
+One regular expression finds every token of a text (run over the text itself or, when the text
+is not in NFKC, over its NFKC form with a map back to the original: ``prepare``). The matcher
+runs it once per distinct space-separated chunk and caches the answer (``CHUNK_TOKENS``).
 The rest of §1 never changes where a token is, only what it means: characters that §1 deletes
 are allowed inside a token, so ``أكّد``, ``الـسـعـوديـة`` and ``Damas\\u00adcus`` each stay one
 token whose span indexes the original text. Each distinct raw token is then folded once and
@@ -117,9 +118,13 @@ _TOKEN_PATTERN = (
     rf"|(?<=[{re.escape(LINE_BREAKS)}]))"
 )
 TOKEN_RE: Final = re.compile(_TOKEN_PATTERN)
-# The same pattern as a split: [gap, token, gap, token, ..., gap]. Token i is item 2*i+1 and its
-# offsets are running sums of the item lengths, so one C call yields tokens and offsets.
-SPLIT_RE: Final = re.compile(f"({_TOKEN_PATTERN})")
+
+# Where the text may be cut into chunks that tokenize on their own (``CHUNK_TOKENS``): no token
+# contains a space, and no part of the pattern looks across one (a sentence end's lookahead
+# sees a space or the end of the text alike, and so does the possessive's). So the tokens of a
+# text are those of its space-separated chunks, in order; tests/test_matching_props.py checks
+# that against the whole-text pattern on generated texts.
+CHUNK_SEPARATOR: Final = " "
 
 _STRIP_FOR_KEY = str.maketrans(dict.fromkeys(DELETED_MARKS + DELETED_CONTROLS + ".", None))
 # Common characters that NFKC changes but whose change no token can see: spaces (NFKC makes them
@@ -163,10 +168,34 @@ def _compute_info(raw: str) -> TokenInfo:
     return (key or raw, case, letters)
 
 
+# A token of a chunk: (raw token, start, end), offsets within the chunk.
+ChunkToken = tuple[str, int, int]
+
+
+class _ChunkTokens(dict[str, tuple[ChunkToken, ...]]):
+    """The tokens of each distinct space-separated chunk, found on first sight.
+
+    News text repeats its words, so most chunks of a field are found here: a dictionary
+    lookup per word instead of running the token pattern over every character again.
+    """
+
+    def __missing__(self, chunk: str) -> tuple[ChunkToken, ...]:
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        found = self[chunk] = tuple(
+            (match.group(), *match.span()) for match in TOKEN_RE.finditer(chunk)
+        )
+        return found
+
+
+CHUNK_TOKENS: Final = _ChunkTokens()
+
+
 def clear_cache() -> None:
     """Forget every cached token (benchmarks use it to measure a cold start)."""
     _INFO.clear()
     KEYS.clear()
+    CHUNK_TOKENS.clear()
 
 
 def token_info(raw: str) -> TokenInfo:
