@@ -4,7 +4,8 @@ Usage: python bench/bench_store.py [--keys 100000] [--dir DIR]
 
 Targets (ARCHITECTURE "store", issue 4), with 100,000 seen keys:
     seen-check under 10 µs; flush of one feed's changes (50 new seen keys + 5 alerts) under
-    50 ms; start-up load under 1 s.
+    50 ms, including the worst flush of a whole compaction cycle (compaction runs between
+    polls, never inside a flush; it is timed on its own); start-up load under 1 s.
 Plain TinyDB is measured on the same data for comparison: ``contains`` (a query), ``insert``
 of one document and ``insert_multiple`` of a feed's 55 documents (each rewrites the whole file,
 without fsync), and opening + reading the table. Exits 1 if a target is missed.
@@ -26,7 +27,7 @@ from tinydb import Query, TinyDB
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aggregator.store import FeedState, OutboxEntry, SeenRecord, Store  # noqa: E402
+from aggregator.store import FeedState, OutboxEntry, SeenRecord, Store, settle_heap  # noqa: E402
 
 FEEDS = 50
 KEYS_PER_FLUSH = 50
@@ -123,6 +124,9 @@ def bench_store(folder: Path, keys: int) -> dict[str, float]:
     pending = [e.id for e in store.pending()]
     sent = timed(lambda: store.mark_sent(pending.pop(), message_id=1, sent_at=time.time()), 100)
     results["mark_sent (median)"] = statistics.median(sent)
+    # From here on the deliverer's work is done between flushes (untimed), as in the daemon,
+    # so the outbox stays near empty instead of growing by 5 alerts per flush.
+    deliver_all(store)
     # Worst-case start-up: the journal just below its compaction threshold (as big as the
     # snapshot), so open replays a whole snapshot's worth of batches.
     before = store.stats().journal_bytes
@@ -130,16 +134,38 @@ def bench_store(folder: Path, keys: int) -> dict[str, float]:
     per_flush = store.stats().journal_bytes - before
     while store.stats().journal_bytes + 2 * per_flush < store.stats().snapshot_bytes:
         one_flush()
+        deliver_all(store)
     stats = store.stats()
     store.close()
     start = time.perf_counter()
     store = Store.open(path)
     results["open (journal at threshold)"] = time.perf_counter() - start
-    results["compaction (snapshot rewrite)"] = timed(store.compact, 1)[0]
+    settle_heap()  # as the daemon does after opening and after each compaction
+    # A compaction as the daemon runs it: each flush is followed by compact_if_due() between
+    # polls. The flush's worst case around it is what a poll waits for; the compaction (which
+    # never runs inside a flush) is timed on its own.
+    cycle: list[float] = []
+    compaction: float | None = None
+    while compaction is None or len(cycle) < 300:
+        cycle.extend(timed(one_flush, 1))
+        deliver_all(store)
+        start = time.perf_counter()
+        if store.compact_if_due():
+            compaction = time.perf_counter() - start
+            settle_heap()
+    results["flush around a compaction (max)"] = max(cycle)
+    results["compaction, between polls"] = compaction
     results["_journal MB at threshold"] = stats.journal_bytes / 1e6
     results["_flushes per compaction"] = stats.snapshot_bytes / per_flush
     store.close()
     return results
+
+
+def deliver_all(store: Store) -> None:
+    """Mark every queued alert sent, as the deliverer does between polls."""
+    pending = [e.id for e in store.pending()]
+    if pending:
+        store.mark_sent_many(pending, message_id=1, sent_at=time.time())
 
 
 def bench_tinydb(folder: Path, keys: int) -> dict[str, float]:
@@ -190,6 +216,7 @@ def report(ours: dict[str, float], plain: dict[str, float], keys: int) -> bool:
         "seen-check": 10e-6,
         "flush 50 keys + 5 alerts (median)": 50e-3,
         "flush 50 keys + 5 alerts (p99)": 50e-3,
+        "flush around a compaction (max)": 50e-3,
         "open (snapshot only)": 1.0,
         "open (journal at threshold)": 1.0,
     }
@@ -206,7 +233,7 @@ def report(ours: dict[str, float], plain: dict[str, float], keys: int) -> bool:
     flushes = ours["_flushes per compaction"]
     print(
         f"snapshot of {keys:,} keys {ours['_snapshot MB']:.1f} MB, journal at threshold "
-        f"{ours['_journal MB at threshold']:.1f} MB, one compaction per ~{flushes:.0f} flushes; "
+        f"{ours['_journal MB at threshold']:.1f} MB, one compaction per ~{flushes:.0f} flushes "
         "plain TinyDB does not fsync, this store fsyncs every write"
     )
     return ok

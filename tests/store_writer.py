@@ -84,6 +84,7 @@ def main(path: str, kill_at: str | None = None) -> None:
             present_keys=keys,
         )
         print(f"committed {n}", flush=True)
+        store.compact_if_due()
         if n % 3 == 2:
             entry_id = alert_ids(n - 1)[0]
             store.mark_sent(entry_id, message_id=n, sent_at=float(n))

@@ -613,12 +613,17 @@ def test_tinydb_reads_the_files(path: Path) -> None:
         view.close()
 
 
-def test_journal_compacts_when_it_grows(path: Path) -> None:
+def test_journal_compacts_when_it_grows_but_never_inside_a_commit(path: Path) -> None:
     with Store.open(path, compact_min_bytes=4096) as store:
+        assert not store.compact_if_due()  # nothing to do yet
         for n in range(100):
             store.commit(seen=seen(*[f"k{n}-{i}" for i in range(10)]))
+        grown = store.stats()
+        assert grown.journal_bytes > max(4096, grown.snapshot_bytes)  # commits only append
+        assert store.compact_if_due()
         stats = store.stats()
-        assert stats.journal_bytes <= max(4096, stats.snapshot_bytes) and stats.snapshot_bytes > 0
+        assert stats.journal_bytes == 0 and stats.snapshot_bytes > 0
+        assert not store.compact_if_due()
     with Store.open(path) as store:
         assert store.stats().seen == 1000
 
