@@ -187,7 +187,10 @@ def plan_import(opml: Sequence[OpmlFeed], existing: Sequence[FeedSettings]) -> I
             merged = list(dict.fromkeys(earlier_tags + tags))
             if merged:
                 earlier["tags"] = merged
-            plan.skipped.append((feed, f"listed twice; its tags were added to {earlier['name']!r}"))
+            reason = f"listed twice; same feed as {earlier['name']!r}"
+            if len(merged) > len(earlier_tags):
+                reason = f"listed twice; its tags were added to {earlier['name']!r}"
+            plan.skipped.append((feed, reason))
             continue
         name = _unique(base, host, taken)
         taken.add(name)

@@ -27,6 +27,7 @@ from tests.daemon_process import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 EXPORT = REPO / "tests" / "data" / "opml" / "inoreader-export.opml"
+NETNEWSWIRE = REPO / "tests" / "data" / "opml" / "netnewswire-subs.opml"
 EXAMPLE = REPO / "config.example.toml"
 
 # A config with comments, no feeds yet, and a watchlist after where the feeds will go.
@@ -170,6 +171,74 @@ def test_export_round_trips_through_import(tmp_path: Path) -> None:
     assert _feeds(second) == _feeds(first), "same names, URLs and tags"
     again = run_cli(["feeds", "export", "-c", str(second)]).stdout
     assert again.split("<body>")[1] == exported.stdout.split("<body>")[1]
+
+
+def test_a_real_reader_export_round_trips(tmp_path: Path) -> None:
+    # NetNewsWire's own test export (see tests/data/opml/README.md): 207 outlines with an
+    # xmlUrl, 69 at the top, the rest in four folders; "Katie Floyd" is listed twice, once
+    # with a final '/', which is the only outline the import leaves out.
+    original = parse_opml(NETNEWSWIRE.read_bytes(), source="netnewswire")
+    assert len(original) == 207
+    keys = {url_key(f.url) for f in original}
+    assert len(keys) == 206
+
+    first = tmp_path / "first.toml"
+    first.write_text(EMPTY_CONFIG, encoding="utf-8")
+    result = run_cli(["feeds", "import", str(NETNEWSWIRE), "-c", str(first)])
+    assert result.returncode == 0, result.stderr
+    assert "207 feeds in" in result.stderr
+    assert "206 feeds added" in result.stderr and "1 skipped" in result.stderr
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped ")]
+    assert skipped == [
+        "skipped Katie Floyd http://feed.katiefloyd.com/: "
+        "listed twice; same feed as 'katie-floyd'"
+    ]
+    feeds = {name: (url, tags) for name, url, tags in _feeds(first)}
+    assert {url_key(url) for url, _ in feeds.values()} == keys
+    # Folders become tags; top-level feeds have none.
+    in_programming = {url_key(f.url) for f in original if f.folders == ("Programming",)}
+    assert len(in_programming) == 33
+    assert {url_key(u) for u, tags in feeds.values() if tags == ("programming",)} == in_programming
+    assert feeds["nshipster"] == ("http://nshipster.com/feed.xml", ("programming",))
+    assert feeds["nshipster-feeds-feedburner-com"] == (
+        "http://feeds.feedburner.com/NSHipster",
+        ("weblogs",),
+    )
+    assert feeds["katie-floyd"] == ("http://feed.katiefloyd.com", ())
+    # Same title, another URL: the second takes its site's name.
+    assert feeds["daring-fireball"][0] == "http://daringfireball.net/feeds/main"
+    assert feeds["daring-fireball-daringfireball-net"][0] == "http://daringfireball.net/index.xml"
+    # "&amp;" is decoded, then left out of the name; non-ASCII letters stay, symbols go.
+    assert feeds["chat-code"][0] == "http://corinnekrych.blogspot.com/feeds/posts/default"
+    assert feeds["stratēchery"] == ("http://stratechery.com/feed/", ("weblogs",))
+    assert feeds["we-swift"][0] == "http://www.weheartswift.com/feed/"
+    assert run_cli(["check-config", "-c", str(first)]).returncode == 0
+
+    exported = run_cli(["feeds", "export", "-c", str(first)])
+    assert exported.returncode == 0, exported.stderr
+    root = ElementTree.fromstring(exported.stdout)
+    body = root.find("body")
+    assert body is not None
+    folders = {o.get("text"): o for o in body if o.get("xmlUrl") is None}
+    assert {name: len(folder) for name, folder in folders.items()} == {
+        "programming": 33,
+        "macintosh": 5,
+        "weblogs": 97,
+        "writers": 3,
+    }
+    assert {url_key(o.get("xmlUrl", "")) for o in folders["programming"]} == in_programming
+    assert sum(1 for o in body if o.get("xmlUrl")) == 68
+    urls = [url_key(f.url) for f in parse_opml(exported.stdout.encode())]
+    assert sorted(urls) == sorted(keys), "every subscription once"
+
+    second = tmp_path / "second.toml"
+    second.write_text(EMPTY_CONFIG, encoding="utf-8")
+    opml = tmp_path / "exported.opml"
+    opml.write_text(exported.stdout, encoding="utf-8")
+    again = run_cli(["feeds", "import", str(opml), "-c", str(second)])
+    assert again.returncode == 0, again.stderr
+    assert "206 feeds added" in again.stderr and "0 skipped" in again.stderr
+    assert _feeds(second) == _feeds(first), "same names, URLs and tags"
 
 
 BAD_OPML = [
