@@ -8,6 +8,7 @@ not a feed at all refused with a ParseError that says what it looks like instead
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
 import io
@@ -16,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
@@ -90,6 +91,37 @@ class ParsedFeed:
     bozo: str | None  # why feedparser found the document malformed, when it did
     ttl_s: int | None  # RSS <ttl>, converted from minutes
     update_period_s: int | None  # sy:updatePeriod divided by sy:updateFrequency
+
+
+class FeedParser(Protocol):
+    """How the pipeline has a body parsed: ``parse_feed``'s signature, awaited."""
+
+    async def __call__(
+        self,
+        body: bytes,
+        *,
+        feed_name: str,
+        headers: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+    ) -> ParsedFeed: ...
+
+
+async def parse_in_thread(
+    body: bytes,
+    *,
+    feed_name: str,
+    headers: Mapping[str, str] | None = None,
+    base_url: str | None = None,
+) -> ParsedFeed:
+    """``parse_feed`` in a worker thread, so the event loop keeps fetching and delivering.
+
+    A thread, not a process pool: see bench/bench_polling.py for the measurement (parsing is
+    not where the time of a poll cycle goes once the sanitizer is off, and a pool pays for
+    pickling every body and every item back).
+    """
+    return await asyncio.to_thread(
+        parse_feed, body, feed_name=feed_name, headers=headers, base_url=base_url
+    )
 
 
 def parse_feed(

@@ -68,6 +68,18 @@ class FeedState:
     url_override: str | None = None  # permanent-redirect target
     identify_by: str = "guid"  # "guid", or "link" once its guids proved unreliable (for good)
     guid_problem: str | None = None  # why its guids are not used
+    # Polling policy (aggregator.polling), kept so that a restart neither forgets a feed's pace
+    # nor retries a server that asked us to wait before it said we may.
+    moved_from: str | None = None  # the config URL url_override replaces (a new one drops it)
+    gone_url: str | None = None  # the config URL that answered 410 Gone; not polled while set
+    interval_s: float | None = None  # current interval, before jitter
+    next_poll_at: float | None = None  # epoch seconds
+    poll_reason: str | None = None  # why that interval: "learned", "ttl floor", "backoff", ...
+    watching_since: float | None = None  # first successful poll
+    item_times: list[float] = field(default_factory=list)  # when recent items appeared
+    feed_floor_s: float | None = None  # longest of RSS ttl and sy:updatePeriod, last parse
+    http_floor_s: float | None = None  # Cache-Control max-age / Expires, last response
+    suspended: bool = False  # failed polling.suspend_after times in a row (admins told)
 
 
 @dataclass(frozen=True)
