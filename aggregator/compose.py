@@ -49,6 +49,8 @@ _DROPPED = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
 _REPLACED = str.maketrans({"\t": " ", "\u2028": "\n", "\u2029": "\n"})
+# The direction controls `rtl` puts at the start of a line.
+_CONTROL_CHARS = rtl.RLM + rtl.LRI + rtl.FSI + rtl.PDI
 
 # A sentence ends at a line break, or at . ! ? ؟ … or the Urdu full stop (then any closing
 # quotes or brackets) followed by whitespace or the end (spec/matching.md §2, so "3.5" and
@@ -170,6 +172,25 @@ def add_sources(
         if _utf16_len(new_plain) <= TELEGRAM_LIMIT:
             return f"{html_text}\n{html_line}", new_plain
     return html_text, plain
+
+
+def brief(text: str) -> str:
+    """A short form of a composed alert (its HTML or its plain text), for digests.
+
+    Keeps the head (linked title, source and time) and the tail's hashtag and "also:" lines;
+    drops the summary and the "matched:" line. Every line of a composed message is complete
+    markup on its own and sections are separated by a blank line, so the result is as valid as
+    the input. Text of another shape (an admin notice) comes back unchanged.
+    """
+    sections = text.split("\n\n")
+    if len(sections) < 2:
+        return text
+    tail = [
+        line
+        for line in sections[-1].split("\n")
+        if not line.lstrip(_CONTROL_CHARS).startswith("matched: ")
+    ]
+    return "\n".join([sections[0], *tail])
 
 
 def _also_line(sources: Sequence[tuple[str, str | None]]) -> tuple[str, str]:

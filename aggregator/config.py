@@ -17,13 +17,24 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .durations import parse_duration, parse_size
 from .errors import ConfigError
 from .matching import WatchlistRules, check_rules
 from .metrics import parse_address
 from .models import FIELDS
+from .pacing import Rate as RateLimit
+from .pacing import parse_rate
+from .quiet import QuietHours, parse_quiet_hours
 
 DEFAULT_CONFIG_PATH = "config.toml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
@@ -64,6 +75,8 @@ def _parse_chat(value: object) -> str:
 
 Backfill = Annotated[float | None, BeforeValidator(_parse_backfill)]
 Chat = Annotated[str, BeforeValidator(_parse_chat)]
+Rate = Annotated[RateLimit, BeforeValidator(parse_rate)]
+QuietSpan = Annotated[QuietHours | None, BeforeValidator(parse_quiet_hours)]
 
 
 class _Section(BaseModel):
@@ -81,6 +94,27 @@ class TelegramSettings(_Section):
     # Longest wait between retries of a chat while Telegram fails (5xx, timeouts); a 429's
     # retry_after is always obeyed as given, whatever this says.
     max_backoff: Duration = 60.0
+    # A chat's backlog that its flood limit cannot carry within this time goes out in digests.
+    max_delay: Duration = 120.0
+    # Telegram's flood limits, kept before sending (aggregator.pacing). Raise overall_limit for
+    # paid broadcasts; lower them if Telegram answers 429 all the same.
+    overall_limit: Rate = Rate(30, 1.0)
+    group_limit: Rate = Rate(20, 60.0)
+    private_limit: Rate = Rate(1, 1.0)
+    # A chat that refuses the bot (blocked, kicked) is retried this often; its alerts are kept
+    # this long, then given up (each logged).
+    paused_retry: Duration = 600.0
+    paused_keep: Duration = 7 * 86400.0
+    # Answer bot commands (/subscribe, /status...) by long polling getUpdates. Off when another
+    # program reads this bot's updates (a webhook, or a second daemon with the same token).
+    commands: bool = True
+
+    @field_validator("max_delay", "paused_retry")
+    @classmethod
+    def _check_positive(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError("must be at least 1s")
+        return value
 
     @field_validator("max_backoff")
     @classmethod
@@ -134,13 +168,32 @@ class PollingSettings(_Section):
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_in_flight: int = Field(default=20, ge=1, le=1000)
     max_per_host: int = Field(default=2, ge=1, le=100)
+    # Adaptive polling (aggregator.polling): a feed's interval moves between these with its
+    # pace. Unset, min_interval is 1m (or the interval, if shorter) and max_interval is the
+    # interval, so a config from before adaptivity never polls a feed less often than it says.
+    min_interval: Duration | None = None
+    max_interval: Duration | None = None
+    # Failures back off exponentially up to max_backoff; after suspend_after in a row the feed
+    # is suspended (retried at max_backoff) and the admins are told, once.
+    max_backoff: Duration = 3600.0
+    suspend_after: int = Field(default=5, ge=1, le=1000)
 
-    @field_validator("interval")
+    @field_validator("interval", "min_interval", "max_interval", "max_backoff")
     @classmethod
-    def _check_interval(cls, value: float) -> float:
-        if value < 10:
+    def _check_interval(cls, value: float | None) -> float | None:
+        if value is not None and value < 10:
             raise ValueError("must be at least 10s; publishers ban clients that poll faster")
         return value
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> PollingSettings:
+        if (
+            self.min_interval is not None
+            and self.max_interval is not None
+            and self.min_interval > self.max_interval
+        ):
+            raise ValueError("min_interval must not be longer than max_interval")
+        return self
 
 
 class DedupSettings(_Section):
@@ -169,6 +222,8 @@ class FeedSettings(_Section):
     name: str
     url: str
     interval: Duration | None = None
+    min_interval: Duration | None = None  # this feed's own [polling] min_interval
+    max_interval: Duration | None = None  # this feed's own [polling] max_interval
     tags: tuple[str, ...] = ()
     enabled: bool = True
 
@@ -186,7 +241,7 @@ class FeedSettings(_Section):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value
 
-    @field_validator("interval")
+    @field_validator("interval", "min_interval", "max_interval")
     @classmethod
     def _check_interval(cls, value: float | None) -> float | None:
         if value is not None and value < 10:
@@ -207,6 +262,8 @@ class WatchlistSettings(_Section):
     fields: tuple[str, ...] = FIELDS
     link_preview: bool = False
     subscribable: bool = False
+    # "22:00-07:00" in telegram.timezone: alerts held, then sent as one digest when it ends.
+    quiet_hours: QuietSpan = None
 
     @field_validator("name")
     @classmethod

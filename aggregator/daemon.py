@@ -22,9 +22,10 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import __version__
+from . import __version__, poll_state
+from .bot import Bot
 from .compose import MessageOptions, compose_notice
-from .config import FeedSettings, LoadedConfig, feed_interval, load_config
+from .config import FeedSettings, LoadedConfig, load_config
 from .deliver import Deliverer
 from .errors import ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
@@ -42,7 +43,7 @@ from .status import (
     status_path,
     write_status,
 )
-from .store import OutboxEntry, Store
+from .store import OutboxEntry, Store, settle_heap
 from .systemd import notify, watchdog_interval_s
 from .telegram_api import ConsoleSender, Sender, TelegramSender
 
@@ -98,17 +99,18 @@ async def services(
     metrics = metrics or Metrics()
     matcher = Matcher([w.rules() for w in loaded.config.watchlists])
     store = Store.open(loaded.storage_path, readonly=dry_run)
+    settle_heap()
     fetcher = make_fetcher(loaded)
     sender = None if dry_run else make_sender(loaded, token)
     deliverer = (
         None
         if sender is None
-        else Deliverer(
+        else Deliverer.from_config(
             store,
             sender,
-            private_chat_interval_s=0.0 if isinstance(sender, ConsoleSender) else 1.0,
+            loaded.config,
+            paced=not isinstance(sender, ConsoleSender),
             metrics=metrics,
-            max_backoff_s=loaded.config.telegram.max_backoff,
         )
     )
     options = MessageOptions(timezone=ZoneInfo(loaded.config.telegram.timezone))
@@ -166,6 +168,8 @@ class Daemon:
         self._status_due = asyncio.Event()
         self._status_error: str | None = None
         self._metrics = Metrics()
+        self._deliverer: Deliverer | None = None
+        self._scheduler: AsyncIOScheduler | None = None
 
     def stop(self) -> None:
         """Ask the daemon to finish in-flight work and exit."""
@@ -194,6 +198,8 @@ class Daemon:
             scheduler.start()
             loop.add_signal_handler(signal.SIGHUP, self.reload, scheduler, svc.runtime)
             svc.deliverer.wake()  # alerts left queued by an earlier run go out first
+            self._deliverer = svc.deliverer
+            bot = Bot.start(svc.runtime, svc.deliverer, svc.sender)
             event(
                 log,
                 logging.INFO,
@@ -206,6 +212,8 @@ class Daemon:
             notify("READY=1", f"STATUS=polling {len(self._loaded.config.feeds)} feeds")
             await self._supervise(svc, scheduler)
             notify("STOPPING=1")
+            if bot is not None:
+                await bot.aclose()
             scheduler.shutdown(wait=False)
             event(log, logging.INFO, "stopping: finishing work under way")
             if self._polls:
@@ -339,7 +347,7 @@ class Daemon:
             return None
 
     def _schedule(self, runtime: Runtime) -> AsyncIOScheduler:
-        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._sync_feed_jobs(scheduler, runtime, previous=None)
         scheduler.add_job(
             self._housekeeping,
@@ -367,24 +375,39 @@ class Daemon:
             scheduler.remove_job(name)
         for name, feed in new.items():
             before = old.get(name)
-            if before == feed and old_interval == config.polling.interval:
+            job = scheduler.get_job(name)
+            same = before == feed and old_interval == config.polling.interval
+            if same and job is not None:
                 scheduler.modify_job(name, args=[runtime, feed])
                 continue
-            (changed if before else added).append(name)
-            interval = feed_interval(config, feed)
-            jitter = config.polling.jitter
-            # New feeds start within a few seconds, spread so they never fire in lockstep.
-            first = now + timedelta(seconds=random.uniform(0, min(5.0, interval * jitter)))
+            if not same:
+                (changed if before else added).append(name)
+            state = runtime.store.feed_state(name)
+            if poll_state.is_gone(state, feed):
+                if job is not None:
+                    scheduler.remove_job(name)
+                event(log, logging.WARNING, poll_state.GONE_ERROR, feed=name)
+                continue
+            bounds = poll_state.bounds_for(config, feed)
+            resume = poll_state.resume_at(state, runtime.clock())
+            if resume is not None:  # a failing feed keeps its backoff or Retry-After
+                first = now + timedelta(seconds=resume - runtime.clock())
+            else:
+                # New feeds start within a few seconds, spread so they never fire in lockstep.
+                spread = min(5.0, bounds.start_s * config.polling.jitter)
+                first = now + timedelta(seconds=random.uniform(0, spread))
             scheduler.add_job(
                 self._poll,
-                IntervalTrigger(seconds=interval, jitter=int(interval * jitter) or None),
+                # Each poll sets the next run itself (aggregator.polling); this trigger only
+                # fires if that ever failed, at the slowest pace the policy allows.
+                IntervalTrigger(seconds=bounds.max_s + config.polling.max_backoff),
                 args=[runtime, feed],
                 id=name,
                 name=name,
                 next_run_time=first,
                 max_instances=1,
                 coalesce=True,
-                misfire_grace_time=int(interval),
+                misfire_grace_time=None,  # late is better than a skip to the fallback trigger
                 replace_existing=True,
             )
         return added, changed, sorted(old.keys() - new.keys())
@@ -432,6 +455,8 @@ class Daemon:
             runtime.message_options = dataclasses.replace(
                 runtime.message_options, timezone=ZoneInfo(loaded.config.telegram.timezone)
             )
+            if self._deliverer is not None:
+                self._deliverer.apply(loaded.config, paced=self._token is not None)
             added, changed, removed = self._sync_feed_jobs(scheduler, runtime, previous)
             event(
                 log,
@@ -497,6 +522,21 @@ class Daemon:
         if dropped:
             event(log, logging.INFO, "forgot old seen items", dropped=dropped)
 
+    def _reschedule(self, runtime: Runtime, feed: FeedSettings, outcome: FeedOutcome) -> None:
+        """Run the feed's job next when the polling policy said; remove it once it is gone."""
+        scheduler = self._scheduler
+        if scheduler is None or self._stop.is_set() or scheduler.get_job(feed.name) is None:
+            return  # stopping, or the feed left the config while it was being polled
+        now = runtime.clock()
+        if outcome.next_poll_at is None:
+            if poll_state.is_gone(runtime.store.feed_state(feed.name), feed):
+                scheduler.remove_job(feed.name)
+                return
+            # The poll crashed before deciding: try again after the usual interval.
+            outcome.next_poll_at = now + poll_state.bounds_for(self._loaded.config, feed).start_s
+        delay = max(0.0, outcome.next_poll_at - now)
+        scheduler.modify_job(feed.name, next_run_time=datetime.now(UTC) + timedelta(seconds=delay))
+
     async def _poll(self, runtime: Runtime, feed: FeedSettings) -> None:
         if self._stop.is_set():
             return
@@ -509,6 +549,10 @@ class Daemon:
             outcome = FeedOutcome(feed.name, "error", error=f"poll crashed: {exc!r}")
         finally:
             self._polls.discard(task)
+        self._reschedule(runtime, feed, outcome)
+        # Between polls, not inside a commit: no flush ever waits for a snapshot rewrite.
+        if runtime.store.compact_if_due():
+            settle_heap()
         if self._tracker is not None:
             self._tracker.record(outcome, time.time())
             self._status_due.set()

@@ -7,22 +7,40 @@ loses nothing; the one duplicate possible is a send confirmed in the instant bef
 Edits (a near-duplicate's source added to an alert already sent) are queued in the store the
 same way and leave it only once Telegram applied them (``Store.edit_done``); an edit sent twice
 is harmless, Telegram answers "not modified".
+
+Pacing: every send waits at a shared ``pacing.Gate`` that keeps Telegram's limits (overall, per
+group or channel, per private chat), so 429s are not part of normal operation. When a chat's
+backlog is more than its limit can carry before its oldest alert is ``max_delay`` old, alerts
+are packed into digests; alerts held by a watchlist's quiet hours go out as a digest when those
+end. A chat that refuses the bot (403) is paused alone, its admins told, and retried every
+``paused_retry_s``; its alerts are kept for ``paused_keep_s`` and then given up, each logged.
+A group that became a supergroup is followed to its new id, durably (chats.Chats).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
+import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, tzinfo
+from zoneinfo import ZoneInfo
 
+from .chats import Chats
+from .config import Config
+from .digest import Digest, pack, quiet_title
 from .errors import DeliveryError, StoreError
 from .logs import event
 from .metrics import Metrics
+from .notices import queue_admin_notice
+from .pacing import Gate, Limits
+from .quiet import QuietHours
 from .store import EditEntry, OutboxEntry, Store
 from .telegram_api import (
     BadToken,
@@ -44,22 +62,30 @@ log = logging.getLogger("aggregator.deliver")
 # next one twice as long.
 MAX_BACKOFF_S = 60.0
 FIRST_BACKOFF_S = 1.0
-# Telegram allows about one message per second in a private chat; the rate limiter in
-# telegram_api covers groups, channels and the overall rate.
-PRIVATE_CHAT_INTERVAL_S = 1.0
+# A backlog that its chat's limit cannot carry within this time is packed into digests.
+MAX_DELAY_S = 120.0
+# A chat that refuses the bot is tried again after this long, and its alerts kept this long.
+PAUSED_RETRY_S = 600.0
+PAUSED_KEEP_S = 7 * 86400.0
+# Room kept when planning a backlog against max_delay, as a fraction of it: sends take time.
+DELAY_MARGIN = 0.1
+TELEGRAM_LIMITS = Limits()
 # Telegram's limit is 4096 characters; plain-text fallback chunks stay well below it.
 PLAIN_CHUNK = 4000
 # An alert that Telegram refuses for a reason retrying cannot fix is given up after this many tries.
 MAX_PERMANENT_FAILURES = 3
 
 
-def _is_private(chat: str) -> bool:
-    return chat.isdigit()
+Job = OutboxEntry | EditEntry | Digest
 
 
-def _label(job: OutboxEntry | EditEntry) -> str:
-    """How logs name a queued job: an alert's id, or the edit of a sent alert."""
-    return job.id if isinstance(job, OutboxEntry) else f"edit {job.target}"
+def _label(job: Job) -> str:
+    """How logs name a queued job: an alert's id, the edit of a sent alert, or a digest."""
+    if isinstance(job, OutboxEntry):
+        return job.id
+    if isinstance(job, EditEntry):
+        return f"edit {job.target}"
+    return f"digest of {len(job.ids)} from {job.ids[0]}"
 
 
 def split_text(text: str, limit: int = PLAIN_CHUNK) -> list[str]:
@@ -78,6 +104,27 @@ def split_text(text: str, limit: int = PLAIN_CHUNK) -> list[str]:
     return pieces
 
 
+def html_pieces(text: str, limit: int = PLAIN_CHUNK) -> list[str] | None:
+    """A composed message cut between lines into pieces of at most ``limit`` characters.
+
+    Every line of a composed message is complete markup on its own, so each piece is valid
+    HTML; None if one line alone is too long (then the plain text is split instead).
+    """
+    pieces: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        if len(line) > limit:
+            return None
+        if current and len(current) + 1 + len(line) > limit:
+            pieces.append(current.strip("\n"))
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current.strip():
+        pieces.append(current.strip("\n"))
+    return [piece for piece in pieces if piece.strip()]
+
+
 class Deliverer:
     """Sends what the outbox holds; ``wake()`` after new alerts are committed."""
 
@@ -86,15 +133,30 @@ class Deliverer:
         store: Store,
         sender: Sender,
         *,
-        private_chat_interval_s: float = PRIVATE_CHAT_INTERVAL_S,
+        limits: Limits | None = TELEGRAM_LIMITS,
         metrics: Metrics | None = None,
         max_backoff_s: float = MAX_BACKOFF_S,
+        max_delay_s: float = MAX_DELAY_S,
+        paused_retry_s: float = PAUSED_RETRY_S,
+        paused_keep_s: float = PAUSED_KEEP_S,
+        admins: Sequence[int] = (),
+        quiet_hours: Mapping[str, QuietHours] | None = None,
+        timezone: tzinfo = UTC,
     ) -> None:
         self._store = store
         self._sender = sender
         self._metrics = metrics or Metrics()
-        self._private_interval = private_chat_interval_s
+        # None: no pacing at all (the terminal).
+        self.gate = None if limits is None else Gate(limits)
         self._max_backoff = max_backoff_s
+        self.max_delay_s = max_delay_s
+        self.paused_retry_s = paused_retry_s
+        self.paused_keep_s = paused_keep_s
+        # Set again by the daemon on reload.
+        self.admins: tuple[int, ...] = tuple(admins)
+        self.quiet_hours: dict[str, QuietHours] = dict(quiet_hours or {})
+        self.timezone = timezone
+        self.chats = Chats(store)
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Chats sleeping off a transient failure; set() cuts the sleep short (Telegram is back).
         self._backing_off: dict[str, asyncio.Event] = {}
@@ -103,21 +165,74 @@ class Deliverer:
         self._store_writable.set()
         self.store_error: str | None = None
         self._paused: dict[str, str] = {}
-        self._last_send: dict[str, float] = {}
+        self._durably_paused = set(self.chats.paused())
+        self._all_paused = self.chats.delivery_paused
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._unpacked: set[str] = set()  # chats whose digest Telegram refused: send singly
         self._failures: Counter[str] = Counter()
         self._stop = asyncio.Event()
         self.fatal: DeliveryError | None = None
         self.stats: Counter[str] = Counter()
+
+    @classmethod
+    def from_config(
+        cls, store: Store, sender: Sender, config: Config, *, paced: bool, metrics: Metrics
+    ) -> Deliverer:
+        """A deliverer with the [telegram] settings; ``paced`` False for the terminal."""
+        deliverer = cls(store, sender, limits=None, metrics=metrics)
+        deliverer.apply(config, paced=paced)
+        return deliverer
+
+    def apply(self, config: Config, *, paced: bool = True) -> None:
+        """Take the [telegram] and watchlist settings (at start and on reload)."""
+        telegram = config.telegram
+        self._max_backoff = telegram.max_backoff
+        self.max_delay_s = telegram.max_delay
+        self.paused_retry_s = telegram.paused_retry
+        self.paused_keep_s = telegram.paused_keep
+        self.admins = telegram.admins
+        self.timezone = ZoneInfo(telegram.timezone)
+        self.quiet_hours = {w.name: w.quiet_hours for w in config.watchlists if w.quiet_hours}
+        limits = Limits(telegram.overall_limit, telegram.group_limit, telegram.private_limit)
+        if not paced:
+            self.gate = None
+        elif self.gate is None or self.gate.limits != limits:
+            self.gate = Gate(limits)
+            # What was sent in the last window (by a previous process, or before a reload
+            # changed the limits) still counts at Telegram.
+            longest = max(limits.overall.window_s, limits.group.window_s, limits.private.window_s)
+            self.gate.seed(
+                self._store.recent_sends(time.time() - longest), self._store.chats_with_pending()
+            )
 
     @property
     def paused_chats(self) -> dict[str, str]:
         """Chats the bot cannot post to, with the reason."""
         return dict(self._paused)
 
+    @property
+    def all_paused(self) -> bool:
+        """True while an admin has paused all delivery."""
+        return self._all_paused
+
+    def pause_all(self) -> None:
+        """Stop sending anywhere (durably) until ``resume_all``; sends under way finish."""
+        self.chats.set_delivery_paused(True)
+        self._all_paused = True
+        event(log, logging.WARNING, "all delivery paused by an admin")
+
+    def resume_all(self) -> None:
+        """Send again after ``pause_all``."""
+        self.chats.set_delivery_paused(False)
+        self._all_paused = False
+        event(log, logging.INFO, "delivery resumed by an admin")
+        self.wake()
+
     def wake(self) -> None:
         """Start a worker for every chat that has pending alerts or edits and none running."""
-        if self._stop.is_set() or self.fatal:
+        if self._stop.is_set() or self.fatal or self._all_paused:
             return
+        self._follow_moves()
         chats = {entry.chat for entry in self._store.pending()}
         chats |= {edit.chat for edit in self._store.pending_edits()}
         for chat in chats:
@@ -125,10 +240,29 @@ class Deliverer:
             if chat not in self._paused and (task is None or task.done()):
                 self._workers[chat] = asyncio.create_task(self._work(chat), name=f"deliver {chat}")
 
+    def _follow_moves(self) -> None:
+        """Alerts queued for a group that became a supergroup go to its new id (the config
+        still names the old one, and a restart must not send to it again)."""
+        moves = self.chats.moves()
+        if not moves:
+            return
+        for chat in {entry.chat for entry in self._store.pending()} & moves.keys():
+            try:
+                self._store.replace_chat(chat, self.chats.current(chat))
+            except StoreError as exc:
+                event(log, logging.ERROR, "cannot move alerts to the new chat id", error=str(exc))
+
     def deliverable(self) -> int:
         """How many pending alerts and edits are for chats that are not paused."""
+        if self._all_paused:
+            return 0
         jobs: list[OutboxEntry | EditEntry] = [*self._store.pending(), *self._store.pending_edits()]
         return sum(1 for job in jobs if job.chat not in self._paused)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Pending alerts per chat."""
+        depths: Counter[str] = Counter(entry.chat for entry in self._store.pending())
+        return dict(depths)
 
     async def drain(self, timeout_s: float) -> int:
         """Deliver until nothing deliverable is left or the timeout passes; return how many
@@ -149,12 +283,15 @@ class Deliverer:
     async def aclose(self) -> None:
         """Stop the workers; a send already under way finishes and is recorded first."""
         self._stop.set()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         workers = [t for t in self._workers.values() if not t.done()]
         if workers:
             await asyncio.gather(*workers, return_exceptions=True)
 
     async def _wait(self, seconds: float) -> None:
-        """Sleep for this chat's pacing or backoff, cut short by shutdown."""
+        """Sleep for this chat's backoff or retry_after, cut short by shutdown."""
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), seconds)
@@ -199,42 +336,124 @@ class Deliverer:
         if not self._store_writable.is_set():
             await self._wait_for(self._store_writable)
 
-    def _next(self, chat: str) -> OutboxEntry | EditEntry | None:
-        """The chat's oldest pending alert or edit."""
-        jobs: list[OutboxEntry | EditEntry] = [
-            *self._store.pending(chat)[:1],
-            *self._store.pending_edits(chat)[:1],
-        ]
-        return min(jobs, key=lambda job: job.created_at, default=None)
+    def _wake_at(self, chat: str, delay_s: float) -> None:
+        """Look at ``chat`` again in ``delay_s`` seconds (quiet hours end, paused chat retry)."""
+        old = self._timers.pop(chat, None)
+        if old is not None:
+            old.cancel()
+
+        def again() -> None:
+            self._timers.pop(chat, None)
+            self._paused.pop(chat, None)
+            self.wake()
+
+        self._timers[chat] = asyncio.get_running_loop().call_later(max(0.0, delay_s), again)
+
+    # -- what to send next --------------------------------------------------------------------
+
+    def _held(self, entry: OutboxEntry, now: float) -> bool:
+        quiet = self.quiet_hours.get(entry.watchlist)
+        return quiet is not None and quiet.is_quiet(now, self.timezone)
+
+    def _from_quiet_hours(self, entry: OutboxEntry) -> bool:
+        quiet = self.quiet_hours.get(entry.watchlist)
+        return quiet is not None and quiet.is_quiet(entry.created_at, self.timezone)
+
+    def _capacity(self, chat: str, oldest: float, now: float) -> int:
+        """How many messages this chat can still take before its oldest alert is max_delay old,
+        counting the send about to be made."""
+        if self.gate is None:
+            return 1 << 30
+        rate = self.gate.limits.for_chat(chat)
+        left_s = oldest + self.max_delay_s * (1 - DELAY_MARGIN) - now
+        later = rate.count * math.floor(max(0.0, left_s) / rate.window_s)
+        return 1 + self.gate.room(chat) + later
+
+    def _plan(self, chat: str, now: float) -> Job | float | None:
+        """The next job for ``chat``; or when its held alerts are released; None: nothing."""
+        entries = self._store.pending(chat)
+        edits = self._store.pending_edits(chat)[:1]
+        ready = [entry for entry in entries if not self._held(entry, now)]
+        if not ready and not edits:
+            if not entries:
+                return None
+            quiet = [self.quiet_hours[entry.watchlist] for entry in entries]
+            return min(q.ends_after(now, self.timezone) for q in quiet)
+        if edits and (not ready or edits[0].created_at < ready[0].created_at):
+            return edits[0]
+        if len(ready) > 1 and chat not in self._unpacked:
+            released = [entry for entry in ready if self._from_quiet_hours(entry)]
+            if len(released) > 1:
+                digest = pack(released, len(released), quiet_title)
+                if digest is not None:
+                    return digest
+            capacity = self._capacity(chat, ready[0].created_at, now)
+            if len(ready) > capacity:
+                digest = pack(ready, math.ceil(len(ready) / max(1, capacity)))
+                if digest is not None:
+                    return digest
+        return ready[0]
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, chat: str) -> AsyncIterator[None]:
+        if self.gate is None:
+            yield
+        else:
+            async with self.gate.slot(chat):
+                yield
+
+    # -- the worker ---------------------------------------------------------------------------
 
     async def _work(self, chat: str) -> None:
         first_backoff = min(FIRST_BACKOFF_S, self._max_backoff)
         backoff = first_backoff
         failing = False  # the last attempt failed transiently (Telegram down or unreachable)
-        while not self._stop.is_set():
-            job = self._next(chat)
-            if job is None:
+        while not self._stop.is_set() and not self._all_paused:
+            planned = self._plan(chat, time.time())
+            if planned is None:
                 return
-            job_id = _label(job)
-            message_id: int | None = None
-            if isinstance(job, EditEntry):
-                record = self._store.sent_record(job.target)
-                message_id = None if record is None else record.message_id
-                if message_id is None:
-                    # Given up on, sent to the terminal, or forgotten: nothing to edit.
-                    await self._record(job, functools.partial(self._store.edit_done, job.target))
-                    continue
-            await self._pace(chat)
+            if isinstance(planned, float):
+                self._wake_at(chat, planned - time.time())
+                return
             await self._until_store_writable()
             if self._stop.is_set():
                 return
-            try:
+            error: DeliveryError | None = None
+            message_id: int | None = None
+            async with self._slot(chat):
+                # Planned again now that the limit has room: the backlog may have grown.
+                job = self._plan(chat, time.time())
+                if job is None or isinstance(job, float):
+                    continue
                 if isinstance(job, EditEntry):
-                    assert message_id is not None
-                    await self._edit(job, message_id)
-                else:
-                    message_id = await self._send(job)
-            except RetryLater as exc:
+                    record = self._store.sent_record(job.target)
+                    message_id = None if record is None else record.message_id
+                    if message_id is None:
+                        # Given up on, sent to the terminal or in a digest: nothing to edit.
+                        await self._record(
+                            job, functools.partial(self._store.edit_done, job.target)
+                        )
+                        continue
+                try:
+                    if isinstance(job, EditEntry):
+                        assert message_id is not None
+                        await self._edit(job, message_id)
+                    elif isinstance(job, Digest):
+                        await self._send_digest(chat, job)
+                    else:
+                        message_id = await self._send(job)
+                except DeliveryError as exc:
+                    error = exc
+            job_id = _label(job)
+            if error is None:
+                self._sent(chat, job)
+                if failing:
+                    self._end_backoffs(chat)
+                backoff, failing = first_backoff, False
+                self._failures.pop(job_id, None)
+                await self._record(job, self._done(job, message_id))
+                continue
+            if isinstance(error, RetryLater):
                 self.stats["retry_after"] += 1
                 self._metrics.retry_after()
                 event(
@@ -242,11 +461,10 @@ class Deliverer:
                     logging.WARNING,
                     "Telegram asked to wait",
                     chat=chat,
-                    retry_after_s=exc.retry_after_s,
+                    retry_after_s=error.retry_after_s,
                 )
-                await self._wait(exc.retry_after_s)
-                continue
-            except TransientError as exc:
+                await self._wait(error.retry_after_s)
+            elif isinstance(error, TransientError):
                 # Jitter below the cap, so that chats failing together do not retry together.
                 delay = min(backoff, self._max_backoff) * random.uniform(0.8, 1.0)
                 backoff = min(backoff * 2, self._max_backoff)
@@ -258,40 +476,22 @@ class Deliverer:
                     "send failed, will retry",
                     chat=chat,
                     alert=job_id,
-                    error=str(exc),
+                    error=str(error),
                     retry_in_s=round(delay, 1),
                 )
                 await self._back_off(chat, delay)
-                continue
-            except ChatMoved as exc:
-                event(
-                    log,
-                    logging.WARNING,
-                    "group became a supergroup; moving its alerts",
-                    chat=chat,
-                    new_chat=exc.new_chat,
-                )
-                self._store.replace_chat(chat, exc.new_chat)
-                self.wake()
+            elif isinstance(error, ChatMoved):
+                self._moved(chat, error.new_chat)
                 return
-            except ChatUnavailable as exc:
-                self._paused[chat] = str(exc)
-                self.stats["chats_paused"] += 1
-                event(
-                    log,
-                    logging.ERROR,
-                    "cannot post to chat; its alerts stay queued",
-                    chat=chat,
-                    error=str(exc),
-                    queued=len(self._store.pending(chat)) + len(self._store.pending_edits(chat)),
-                )
+            elif isinstance(error, ChatUnavailable):
+                self._refused(chat, str(error))
                 return
-            except BadToken as exc:
-                self.fatal = exc
-                event(log, logging.CRITICAL, str(exc))
+            elif isinstance(error, BadToken):
+                self.fatal = error
+                event(log, logging.CRITICAL, str(error))
                 self._stop.set()
                 return
-            except EditTargetGone as exc:
+            elif isinstance(error, EditTargetGone):
                 self.stats["edits_dropped"] += 1
                 event(
                     log,
@@ -299,9 +499,22 @@ class Deliverer:
                     "alert to edit is gone; dropping the edit",
                     chat=chat,
                     alert=job_id,
-                    error=str(exc),
+                    error=str(error),
                 )
-            except DeliveryError as exc:
+                await self._record(job, self._done(job, None))
+            elif isinstance(job, Digest):
+                # Telegram refused the packed message: its alerts go one by one, each with its
+                # own retries and give-up.
+                self._unpacked.add(chat)
+                event(
+                    log,
+                    logging.WARNING,
+                    "Telegram refused a digest; sending its alerts one by one",
+                    chat=chat,
+                    alert=job_id,
+                    error=str(error),
+                )
+            else:
                 self._failures[job_id] += 1
                 if self._failures[job_id] < MAX_PERMANENT_FAILURES:
                     event(
@@ -310,77 +523,190 @@ class Deliverer:
                         "Telegram refused the alert, will retry",
                         chat=chat,
                         alert=job_id,
-                        error=str(exc),
+                        error=str(error),
                     )
                     await self._wait(min(backoff, self._max_backoff))
                     backoff = min(backoff * 2, self._max_backoff)
                     continue
-                self.stats["failed"] += 1
-                if isinstance(job, OutboxEntry):
-                    self._metrics.alert_failed()
-                event(
-                    log,
-                    logging.ERROR,
-                    "giving up on alert" if isinstance(job, OutboxEntry) else "giving up on edit",
-                    chat=chat,
-                    alert=job_id,
-                    feed=job.feed if isinstance(job, OutboxEntry) else None,
-                    watchlist=job.watchlist if isinstance(job, OutboxEntry) else None,
-                    error=str(exc),
-                )
-                message_id = None
-            else:
-                self.stats["sent" if isinstance(job, OutboxEntry) else "edited"] += 1
-                if isinstance(job, OutboxEntry):
-                    self._metrics.alert_sent(job.created_at)  # created_at: item first seen
-                if failing:
-                    self._end_backoffs(chat)
-            backoff, failing = first_backoff, False
-            self._failures.pop(job_id, None)
-            await self._record(job, self._done(job, message_id))
+                self._failures.pop(job_id, None)
+                self._give_up(job, str(error))
+                backoff = first_backoff
+                await self._record(job, self._done(job, None))
 
-    def _done(self, job: OutboxEntry | EditEntry, message_id: int | None) -> Callable[[], None]:
+    def _sent(self, chat: str, job: Job) -> None:
+        """Count a confirmed send; a chat that was paused is evidently open again."""
+        if isinstance(job, EditEntry):
+            self.stats["edited"] += 1
+        else:
+            entries = [job] if isinstance(job, OutboxEntry) else self._entries(job.ids)
+            self.stats["sent"] += len(entries)
+            if isinstance(job, Digest):
+                self.stats["digests"] += 1
+            for entry in entries:
+                self._metrics.alert_sent(entry.created_at)  # created_at: item first seen
+        if chat in self._durably_paused:
+            self._durably_paused.discard(chat)
+            with contextlib.suppress(StoreError):
+                self.chats.unpause(chat)
+            event(log, logging.INFO, "chat takes alerts again", chat=chat)
+
+    def _entries(self, ids: Sequence[str]) -> list[OutboxEntry]:
+        wanted = set(ids)
+        return [entry for entry in self._store.pending() if entry.id in wanted]
+
+    def _give_up(self, job: OutboxEntry | EditEntry, error: str) -> None:
+        """Log and count an alert (or edit) that will not be sent."""
+        self.stats["failed"] += 1
+        if isinstance(job, OutboxEntry):
+            self._metrics.alert_failed()
+        event(
+            log,
+            logging.ERROR,
+            "giving up on alert" if isinstance(job, OutboxEntry) else "giving up on edit",
+            chat=job.chat,
+            alert=_label(job),
+            feed=job.feed if isinstance(job, OutboxEntry) else None,
+            watchlist=job.watchlist if isinstance(job, OutboxEntry) else None,
+            error=error,
+        )
+
+    def _moved(self, chat: str, new_chat: str) -> None:
+        event(
+            log,
+            logging.WARNING,
+            "group became a supergroup; moving its alerts",
+            chat=chat,
+            new_chat=new_chat,
+        )
+        try:
+            self.chats.record_move(chat, new_chat)
+            self._store.replace_chat(chat, new_chat)
+        except StoreError as exc:
+            # The in-memory move still happens on the next wake; retried then.
+            event(log, logging.ERROR, "cannot record the chat's new id", error=str(exc))
+        if self.gate is not None:
+            self.gate.forget(chat)
+        self.wake()
+
+    def _refused(self, chat: str, reason: str) -> None:
+        """The chat refuses the bot: pause it alone, tell the admins once, retry later, and give
+        its alerts up once they are older than paused_keep_s."""
+        now = time.time()
+        try:
+            since = self.chats.pause(chat, reason, now)
+        except StoreError:
+            since = now
+        first = chat not in self._durably_paused
+        self._durably_paused.add(chat)
+        self._paused[chat] = reason
+        queued = len(self._store.pending(chat)) + len(self._store.pending_edits(chat))
+        if first:
+            self.stats["chats_paused"] += 1
+        event(
+            log,
+            logging.ERROR,
+            "cannot post to chat; its alerts stay queued",
+            chat=chat,
+            error=reason,
+            queued=queued,
+            retry_in_s=self.paused_retry_s,
+        )
+        if now - since >= self.paused_keep_s:
+            self._expire(chat, reason)
+            return
+        if first and self.admins:
+            try:
+                queue_admin_notice(
+                    self._store,
+                    self.admins,
+                    f"Cannot post to chat {chat}; its alerts are kept",
+                    [
+                        reason,
+                        f"{queued} alert(s) queued; retried every {self.paused_retry_s:g}s, "
+                        f"given up after {self.paused_keep_s:g}s",
+                    ],
+                    skip=chat,
+                )
+            except StoreError as exc:
+                event(log, logging.ERROR, "cannot queue the notice to admins", error=str(exc))
+            else:
+                self.wake()
+        self._wake_at(chat, self.paused_retry_s)
+
+    def _expire(self, chat: str, reason: str) -> None:
+        """A chat refused the bot for longer than paused_keep_s: give its alerts up."""
+        jobs: list[OutboxEntry | EditEntry] = [
+            *self._store.pending(chat),
+            *self._store.pending_edits(chat),
+        ]
+        for job in jobs:
+            self._give_up(job, f"chat refused the bot for over {self.paused_keep_s:g}s: {reason}")
+        try:
+            entries = [job.id for job in jobs if isinstance(job, OutboxEntry)]
+            self._store.mark_sent_many(entries, message_id=None, sent_at=time.time())
+            for job in jobs:
+                if isinstance(job, EditEntry):
+                    self._store.edit_done(job.target)
+            self.chats.unpause(chat)
+        except StoreError as exc:
+            event(log, logging.ERROR, "cannot record given-up alerts", error=str(exc))
+        self._durably_paused.discard(chat)
+
+    def _done(self, job: Job, message_id: int | None) -> Callable[[], None]:
         """The store write that retires a job Telegram answered (or that was given up on)."""
         if isinstance(job, EditEntry):
             return lambda: self._store.edit_done(job.target, sent_text=job.text)
+        if isinstance(job, Digest):
+            # No message id: the digest is not one alert's message, so no edit may replace it.
+            return lambda: self._store.mark_sent_many(job.ids, message_id=None, sent_at=time.time())
         return lambda: self._store.mark_sent(
             job.id, message_id=message_id, sent_at=time.time(), sent_text=job.text
         )
 
-    async def _pace(self, chat: str) -> None:
-        if _is_private(chat) and self._private_interval > 0:
-            last = self._last_send.get(chat)
-            if last is not None:
-                await self._wait(last + self._private_interval - time.monotonic())
+    # -- sending ------------------------------------------------------------------------------
 
     async def _send(self, entry: OutboxEntry) -> int | None:
+        return await self._send_text(
+            entry.chat, entry.text, entry.plain, entry.disable_preview, _label(entry)
+        )
+
+    async def _send_digest(self, chat: str, digest: Digest) -> None:
+        await self._send_text(chat, digest.html, digest.plain, True, _label(digest))
+
+    async def _send_text(
+        self, chat: str, html_text: str, plain: str, disable_preview: bool, label: str
+    ) -> int | None:
         html = self._sender.wants_html
-        text = entry.text if html else entry.plain
         try:
             return await self._sender.send(
-                Outgoing(entry.chat, text, html=html, disable_preview=entry.disable_preview)
+                Outgoing(
+                    chat, html_text if html else plain, html=html, disable_preview=disable_preview
+                )
             )
         except MarkupRejected as exc:
             event(
                 log,
                 logging.WARNING,
                 "Telegram could not parse the HTML; sending plain text",
-                chat=entry.chat,
-                alert=entry.id,
+                chat=chat,
+                alert=label,
                 error=str(exc),
             )
-            return await self._send_plain(entry)
+            return await self._send_plain(chat, plain, disable_preview)
         except MessageTooLong:
             event(
-                log,
-                logging.WARNING,
-                "message too long; sending it split",
-                chat=entry.chat,
-                alert=entry.id,
+                log, logging.WARNING, "message too long; sending it split", chat=chat, alert=label
             )
-            return await self._send_plain(entry)
-        finally:
-            self._last_send[entry.chat] = time.monotonic()
+            pieces = html_pieces(html_text) if html else None
+            if pieces is None:
+                return await self._send_plain(chat, plain, disable_preview)
+            first: int | None = None
+            for piece in pieces:
+                message_id = await self._sender.send(
+                    Outgoing(chat, piece, html=True, disable_preview=disable_preview)
+                )
+                first = first if first is not None else message_id
+            return first
 
     async def _edit(self, edit: EditEntry, message_id: int) -> None:
         html = self._sender.wants_html
@@ -407,19 +733,39 @@ class Deliverer:
                 Outgoing(edit.chat, edit.plain, html=False, disable_preview=edit.disable_preview),
                 message_id,
             )
-        finally:
-            self._last_send[edit.chat] = time.monotonic()
 
-    async def _send_plain(self, entry: OutboxEntry) -> int | None:
+    async def _send_plain(self, chat: str, plain: str, disable_preview: bool) -> int | None:
         first: int | None = None
-        for piece in split_text(entry.plain):
+        for piece in split_text(plain):
             message_id = await self._sender.send(
-                Outgoing(entry.chat, piece, html=False, disable_preview=entry.disable_preview)
+                Outgoing(chat, piece, html=False, disable_preview=disable_preview)
             )
             first = first if first is not None else message_id
         return first
 
-    async def _record(self, job: OutboxEntry | EditEntry, write: Callable[[], None]) -> None:
+    async def send_now(self, message: Outgoing) -> bool:
+        """Send a message that is not an alert (a bot command's answer) at once, within the
+        limits; not queued, so a restart does not repeat it. False if it could not be sent."""
+        for _ in range(3):
+            try:
+                async with self._slot(message.chat):
+                    try:
+                        await self._sender.send(message)
+                    except MarkupRejected:
+                        plain = dataclasses.replace(message, html=False)
+                        await self._sender.send(plain)
+                return True
+            except RetryLater as exc:
+                await self._wait(exc.retry_after_s)
+            except TransientError:
+                await self._wait(FIRST_BACKOFF_S)
+            except DeliveryError as exc:
+                event(log, logging.WARNING, "cannot answer", chat=message.chat, error=str(exc))
+                return False
+        event(log, logging.WARNING, "cannot answer; gave up", chat=message.chat)
+        return False
+
+    async def _record(self, job: Job, write: Callable[[], None]) -> None:
         """Retire a job in the store; while the disk refuses, hold every chat and keep retrying."""
         delay = min(FIRST_BACKOFF_S, self._max_backoff)
         attempts = 0
@@ -437,7 +783,7 @@ class Deliverer:
                     log,
                     logging.ERROR,
                     "cannot record a sent alert; holding delivery",
-                    chat=job.chat,
+                    chat=_chat_of(job),
                     alert=_label(job),
                     error=str(exc),
                     attempts=attempts,
@@ -453,10 +799,14 @@ class Deliverer:
                     log,
                     logging.WARNING,
                     "store writable again; delivery resumes",
-                    chat=job.chat,
+                    chat=_chat_of(job),
                     alert=_label(job),
                     attempts=attempts,
                 )
                 self.store_error = None
                 self._store_writable.set()
             return
+
+
+def _chat_of(job: Job) -> str:
+    return job.chat

@@ -14,7 +14,6 @@ in the same store write).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -24,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from . import poll_state
+from .chats import Chats
 from .cluster import MAX_SOURCES, Fingerprint, Source, add_source, also_sources, find_story
 from .cluster import fingerprint as story_fingerprint
 from .compose import LINK_MAX, Message, MessageOptions, add_sources, compose_alert
@@ -35,7 +36,7 @@ from .logs import event
 from .matching import Matcher
 from .metrics import Metrics
 from .models import Item, WatchlistMatch
-from .parse import ParsedFeed, ParseError, parse_feed
+from .parse import FeedParser, ParsedFeed, ParseError, parse_in_thread
 from .store import (
     EditEntry,
     FeedState,
@@ -75,6 +76,7 @@ class FeedOutcome:
     alerts: list[Alert] = field(default_factory=list)
     error: str | None = None
     joined: int = 0  # new items that joined a recent alert's story instead of alerting again
+    next_poll_at: float | None = None  # epoch seconds (aggregator.polling); None: stop polling
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Runtime:
     on_alerts: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
+    parse: FeedParser = parse_in_thread  # off the event loop (see parse.parse_in_thread)
 
 
 def outbox_id(key: str, chat: str) -> str:
@@ -99,42 +102,41 @@ def outbox_id(key: str, chat: str) -> str:
 async def poll_feed(rt: Runtime, feed: FeedSettings, *, dry_run: bool = False) -> FeedOutcome:
     """Fetch and process one feed; never raises for a bad feed, only logs and records it."""
     state = rt.store.feed_state(feed.name)
-    url = state.url_override or feed.url
+    if poll_state.is_gone(state, feed):
+        return FeedOutcome(feed.name, "error", error=poll_state.GONE_ERROR)
+    url = poll_state.feed_url(state, feed)
     now = rt.clock()
     state.last_attempt_at = now
     try:
         result = await rt.fetcher.fetch(url, Validators(state.etag, state.last_modified))
-        parsed = None if result.not_modified else await _parse(feed, result, state)
+        parsed = None if result.not_modified else await _parse(rt, feed, result, state)
     except (FetchError, ParseError) as exc:
         rt.metrics.poll_done(feed.name, failed=True)
-        return _failed(rt, feed, state, str(exc), dry_run)
+        return _failed(rt, feed, state, exc, dry_run)
     rt.metrics.poll_done(feed.name, failed=False)
     state.etag, state.last_modified = result.validators.etag, result.validators.last_modified
-    if result.permanent_redirect:
-        state.url_override = result.permanent_redirect
-        event(
-            log,
-            logging.WARNING,
-            "feed moved permanently; polling the new URL (update the config)",
-            feed=feed.name,
-            new_url=result.permanent_redirect,
-        )
+    notices = poll_state.on_fetched(
+        state, feed, headers=result.headers, moved_to=result.permanent_redirect, now=now
+    )
     state.consecutive_failures, state.last_error, state.last_success_at = 0, None, now
     if parsed is None:
+        notices += poll_state.on_success(state, feed, rt.loaded.config, now=now)
         if not dry_run:
-            _commit(rt, feed, state)
-        return FeedOutcome(feed.name, "not_modified")
-    return _process(rt, feed, state, parsed, dry_run)
+            _commit_with_notices(rt, feed, state, notices)
+        return FeedOutcome(feed.name, "not_modified", next_poll_at=state.next_poll_at)
+    return _process(rt, feed, state, parsed, dry_run, notices)
 
 
-async def _parse(feed: FeedSettings, result: FetchResult, state: FeedState) -> ParsedFeed | None:
+async def _parse(
+    rt: Runtime, feed: FeedSettings, result: FetchResult, state: FeedState
+) -> ParsedFeed | None:
     """Parse off the event loop; None when the body is byte-identical to the last one."""
     assert result.body is not None
     body_hash = hashlib.sha256(result.body).hexdigest()
     if body_hash == state.body_hash and state.initialized:
         return None
-    parsed = await asyncio.to_thread(
-        parse_feed, result.body, feed_name=feed.name, headers=result.headers, base_url=result.url
+    parsed = await rt.parse(
+        result.body, feed_name=feed.name, headers=result.headers, base_url=result.url
     )
     state.body_hash = body_hash
     if parsed.bozo:
@@ -150,8 +152,9 @@ async def _parse(feed: FeedSettings, result: FetchResult, state: FeedState) -> P
 
 
 def _failed(
-    rt: Runtime, feed: FeedSettings, state: FeedState, error: str, dry_run: bool
+    rt: Runtime, feed: FeedSettings, state: FeedState, exc: FetchError | ParseError, dry_run: bool
 ) -> FeedOutcome:
+    error = str(exc)
     state.consecutive_failures += 1
     state.last_error = error
     event(
@@ -162,9 +165,20 @@ def _failed(
         error=error,
         failures=state.consecutive_failures,
     )
+    notices = poll_state.on_failure(state, feed, rt.loaded.config, error=exc, now=rt.clock())
     if not dry_run:
-        _commit(rt, feed, state)
-    return FeedOutcome(feed.name, "error", error=error)
+        _commit_with_notices(rt, feed, state, notices)
+    return FeedOutcome(feed.name, "error", error=error, next_poll_at=state.next_poll_at)
+
+
+def _commit_with_notices(
+    rt: Runtime, feed: FeedSettings, state: FeedState, notices: list[poll_state.Notice]
+) -> None:
+    """Save the feed's state and queue its admin notices in one write (so each goes once)."""
+    entries = poll_state.admin_entries(rt.loaded.config, notices, rt.clock())
+    if _commit(rt, feed, state, alerts=entries) and entries:
+        rt.metrics.alerts_queued(len(entries))
+        rt.on_alerts()
 
 
 def _commit(rt: Runtime, feed: FeedSettings, state: FeedState, **batch: object) -> bool:
@@ -293,7 +307,12 @@ class _StoryBatch:
 
 
 def _process(
-    rt: Runtime, feed: FeedSettings, state: FeedState, parsed: ParsedFeed, dry_run: bool
+    rt: Runtime,
+    feed: FeedSettings,
+    state: FeedState,
+    parsed: ParsedFeed,
+    dry_run: bool,
+    notices: list[poll_state.Notice],
 ) -> FeedOutcome:
     now = rt.clock()
     first_poll = not state.initialized
@@ -308,6 +327,7 @@ def _process(
     stories = _StoryBatch(rt, now, entries)
     batch_keys: set[str] = set()
     present: list[str] = []
+    new_times: list[float] = []
     for item, keys in _keyed_items(rt, feed, state, parsed):
         present.extend(keys)
         if any(k in batch_keys or rt.store.is_seen(k) for k in keys):
@@ -315,6 +335,9 @@ def _process(
         batch_keys.update(keys)
         seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in keys)
         outcome.new_items += 1
+        appeared = poll_state.item_time(item.published, now, first_poll=first_poll)
+        if appeared is not None:
+            new_times.append(appeared)
         if (
             first_poll
             and oldest is not None
@@ -322,6 +345,21 @@ def _process(
         ):
             continue  # backfill: older or undated items on a feed's first poll are marked seen
         _item_alerts(rt, feed, item, keys[0], source, outcome, entries, stories, now)
+    notices += poll_state.on_success(
+        state,
+        feed,
+        rt.loaded.config,
+        now=now,
+        ttl_s=parsed.ttl_s,
+        update_period_s=parsed.update_period_s,
+        parsed=True,
+        new_item_times=new_times,
+        items=outcome.items,
+        new_items=outcome.new_items,
+        first_poll=first_poll,
+    )
+    outcome.next_poll_at = state.next_poll_at
+    entries.update((e.id, e) for e in poll_state.admin_entries(rt.loaded.config, notices, now))
     state.initialized = True
     if first_poll and backfill is not None:
         event(
@@ -391,8 +429,12 @@ def _item_alerts(
     messages: dict[str, StoryMessage] = {}
     for match in matches:
         watchlist: WatchlistSettings = by_name[match.watchlist]
-        chats = tuple(c for c in watchlist.channels if story is None or c not in story.messages)
-        if not chats and watchlist.channels:
+        # Its channels, and the private chats that subscribed through the bot.
+        targets = watchlist.channels + (
+            Chats(rt.store).subscribers(watchlist.name) if watchlist.subscribable else ()
+        )
+        chats = tuple(c for c in dict.fromkeys(targets) if story is None or c not in story.messages)
+        if not chats and targets:
             continue  # every chat of this watchlist has the story already
         options = dataclasses.replace(rt.message_options, link_preview=watchlist.link_preview)
         original = compose_alert(item, match, source=source, options=options)

@@ -421,6 +421,27 @@ class Store:
         doc_id = self._sent.get(entry_id)
         return None if doc_id is None else SentRecord(**self._doc[SENT][doc_id])
 
+    def recent_sends(self, since: float) -> dict[str, list[float]]:
+        """When each chat was last sent messages, from ``since`` (epoch seconds) on, oldest
+        first; the alerts of one digest count as one message. For pacing after a restart."""
+        # A digest's alerts are recorded together with no message id and one sent_at; so are
+        # alerts given up on together, which then count as a send too (erring on the safe side).
+        messages: dict[tuple[str, float], float] = {}
+        for doc in self._doc[SENT].values():
+            message_id, sent_at = doc["message_id"], doc["sent_at"]
+            if sent_at >= since:
+                messages[(doc["chat"], sent_at if message_id is None else message_id)] = sent_at
+        sends: dict[str, list[float]] = {}
+        for (chat, _), sent_at in messages.items():
+            sends.setdefault(chat, []).append(sent_at)
+        for times in sends.values():
+            times.sort()
+        return sends
+
+    def chats_with_pending(self) -> list[str]:
+        """Chats that have alerts waiting."""
+        return [chat for chat, entries in self._outbox_by_chat.items() if entries]
+
     def sent_message_id(self, item_key: str, chat: str) -> int | None:
         """The Telegram message id of the latest alert for this item in this chat, for edits."""
         doc_id = self._sent_by_item_chat.get((item_key, chat))

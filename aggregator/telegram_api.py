@@ -1,8 +1,12 @@
 """Adapters that put one message in one chat: the Telegram Bot API, or the terminal.
 
 python-telegram-bot's exceptions are mapped here to the few outcomes the delivery loop acts on,
-so that nothing above this module knows about PTB. Its AIORateLimiter keeps sends under the
-overall (30/s) and per-group (20/min) limits; per-private-chat pacing is the delivery loop's job.
+so that nothing above this module knows about PTB. Pacing is not done here: every send goes
+through the delivery loop's ``pacing.Gate``, which keeps all three of Telegram's limits (PTB's
+AIORateLimiter lets a burst through twice per window and ignores private chats; see pacing).
+
+Bot commands arrive by long polling (``get_updates``) on a connection pool of their own, so that
+a poll held open for ``timeout`` seconds never delays a send.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from telegram import LinkPreviewOptions
+from telegram import BotCommand, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -23,7 +27,7 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
-from telegram.ext import AIORateLimiter, ExtBot
+from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from .errors import DeliveryError
@@ -71,6 +75,17 @@ class EditTargetGone(DeliveryError):
 
 
 @dataclass(frozen=True)
+class Incoming:
+    """A text message sent to the bot (a command, maybe)."""
+
+    update_id: int
+    chat: str  # where to answer
+    private: bool  # a one-to-one chat with the user
+    user: int | None  # who sent it (None in a channel)
+    text: str
+
+
+@dataclass(frozen=True)
 class Outgoing:
     """One message to put in one chat."""
 
@@ -110,11 +125,18 @@ class TelegramSender:
             write_timeout=timeout_s,
             pool_timeout=timeout_s,
         )
-        self._bot: ExtBot[int] = ExtBot(
+        updates_request = HTTPXRequest(
+            connection_pool_size=1,
+            connect_timeout=min(timeout_s, 10.0),
+            read_timeout=timeout_s,
+            write_timeout=timeout_s,
+            pool_timeout=timeout_s,
+        )
+        self._bot: ExtBot[None] = ExtBot(
             token,
             base_url=f"{api_url}/bot",
             request=request,
-            rate_limiter=AIORateLimiter(max_retries=0),
+            get_updates_request=updates_request,
         )
         self._ready = False
 
@@ -166,6 +188,44 @@ class TelegramSender:
             if "message to edit not found" in text or "message can't be edited" in text:
                 raise EditTargetGone(redact(exc.message)) from None
             raise _delivery_error(exc) from None
+        except TelegramError as exc:
+            raise _delivery_error(exc) from None
+
+    async def get_updates(self, offset: int | None, timeout_s: float) -> list[Incoming]:
+        """Long-poll for messages to the bot; confirms every update before ``offset``."""
+        await self._ensure_ready()
+        try:
+            updates = await self._bot.get_updates(
+                offset=offset,
+                timeout=int(timeout_s),
+                allowed_updates=[Update.MESSAGE],
+            )
+        except TelegramError as exc:
+            raise _delivery_error(exc) from None
+        incoming = []
+        for update in updates:
+            message = update.message
+            if message is None or message.text is None:
+                # Not a text message: confirmed (skipped) with an empty text.
+                incoming.append(Incoming(update.update_id, "", False, None, ""))
+                continue
+            user = message.from_user
+            incoming.append(
+                Incoming(
+                    update_id=update.update_id,
+                    chat=str(message.chat.id),
+                    private=message.chat.type == "private",
+                    user=None if user is None else user.id,
+                    text=message.text,
+                )
+            )
+        return incoming
+
+    async def set_commands(self, commands: list[tuple[str, str]]) -> None:
+        """The command menu Telegram shows users."""
+        await self._ensure_ready()
+        try:
+            await self._bot.set_my_commands([BotCommand(name, about) for name, about in commands])
         except TelegramError as exc:
             raise _delivery_error(exc) from None
 

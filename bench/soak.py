@@ -393,7 +393,7 @@ async def _soak(
                 result.alerts += len(outcome.alerts)
                 if outcome.error and len(result.errors) < 5:
                     result.errors.append(f"cycle {cycle} {outcome.feed}: {outcome.error}")
-            deliverer = Deliverer(store, sender, private_chat_interval_s=0.0)
+            deliverer = Deliverer(store, sender, limits=None)  # the terminal: no pacing
             await deliverer.drain(60.0)
             if cycle % housekeeping_every == 0:
                 store.prune(

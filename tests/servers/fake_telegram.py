@@ -23,6 +23,7 @@ import email.policy
 import json
 import math
 import re
+import select
 import socket
 import socketserver
 import struct
@@ -650,6 +651,23 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
+# The connection of the request a server thread is handling, for long polls to notice a
+# client that went away (killed, or gave up) as Telegram does, instead of holding the thread.
+_current = threading.local()
+
+
+def _client_gone() -> bool:
+    """True when the peer of the current request closed its connection."""
+    sock: socket.socket | None = getattr(_current, "connection", None)
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "nginx/1.18.0"
@@ -712,6 +730,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         url = urlsplit(self.path)
+        _current.connection = self.connection
         reply = self.fake._handle(url.path, url.query, self.headers.get("Content-Type", ""), body)
         if reply.drop == "reset":
             # SO_LINGER 0 makes close() send RST: the client sees "connection reset by peer".
@@ -1471,9 +1490,9 @@ class FakeTelegram:
             try:
                 while not self._updates and not self._stopping:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or _client_gone():
                         break
-                    self._cond.wait(remaining)
+                    self._cond.wait(min(remaining, 0.1))
                     if self._poll_generation != generation:
                         # Telegram ends the older of two concurrent long polls with 409.
                         raise _ApiError(409, _CONFLICT)

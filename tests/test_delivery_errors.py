@@ -1,0 +1,178 @@
+"""Each Bot API error the deliverer must handle, against the fake Bot API over HTTP.
+
+Covered in tests/test_deliver.py as well: RetryAfter waits for that chat only, "can't parse
+entities" is resent as plain text, and 502s are retried. Here: a migrated group that keeps its
+new id after a restart, a chat that refuses the bot (paused alone, admins told, alerts kept and
+then given up, each logged), a message too long (split, markup kept), timeouts retried with
+backoff, a permanent refusal given up with a log line naming the chat and the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from aggregator.deliver import Deliverer
+from aggregator.store import OutboxEntry, Store
+from aggregator.telegram_api import TelegramSender
+from tests.conftest import TOKEN
+from tests.servers.fake_telegram import FakeTelegram
+
+
+def _entry(n: int, chat: str, text: str | None = None) -> OutboxEntry:
+    return OutboxEntry(
+        id=f"id-{chat}-{n}",
+        chat=chat,
+        text=text or f"<b>alert {n}</b>",
+        plain=f"alert {n}",
+        watchlist="w",
+        item_key=f"key-{n}",
+        feed="f",
+        created_at=time.time(),
+    )
+
+
+@pytest.fixture
+async def sender(telegram: FakeTelegram) -> AsyncIterator[TelegramSender]:
+    real = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
+    yield real
+    await real.aclose()
+
+
+async def test_migrated_group_keeps_its_new_id_after_a_restart(
+    tmp_path: Path, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    path = tmp_path / "state.json"
+    telegram.migrate("-1002", -1008888)
+    with Store.open(path) as store:
+        store.commit(alerts=[_entry(1, "-1002")])
+        assert await Deliverer(store, sender).drain(10) == 0
+    # A restart: the config still names the old id, so new alerts are queued for it.
+    with Store.open(path) as store:
+        store.commit(alerts=[_entry(2, "-1002"), _entry(3, "-1002")])
+        assert await Deliverer(store, sender).drain(10) == 0
+    assert [m.text for m in telegram.sent_to("-1008888")] == [
+        "<b>alert 1</b>",
+        "<b>alert 2</b>",
+        "<b>alert 3</b>",
+    ]
+    refused = [a for a in telegram.attempts if a.chat_id == "-1002"]
+    assert len(refused) == 1, "after the first refusal, nothing goes to the old id again"
+
+
+async def test_refusing_chat_is_paused_alone_admins_told_and_alerts_given_up_after_keep(
+    tmp_path: Path,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    telegram.forbid("@gone_chat", "Forbidden: bot was kicked from the channel chat")
+    with Store.open(tmp_path / "state.json") as store:
+        store.commit(
+            alerts=[_entry(1, "@gone_chat"), _entry(2, "@gone_chat"), _entry(3, "@ok_chat")]
+        )
+        deliverer = Deliverer(store, sender, admins=(777,), paused_retry_s=0.5, paused_keep_s=60)
+        assert await deliverer.drain(3) == 2
+        assert "@gone_chat" in deliverer.paused_chats
+        assert len(telegram.sent_to("@ok_chat")) == 1, "the other chat went on"
+        (notice,) = telegram.sent_to("777")
+        assert "@gone_chat" in notice.plain_text and "kicked" in notice.plain_text
+        # Retried every paused_retry_s (as the daemon runs: drain gives up on paused chats).
+        deliverer = Deliverer(store, sender, admins=(777,), paused_retry_s=0.3, paused_keep_s=60)
+        deliverer.wake()
+
+        def tries() -> int:
+            return sum(a.chat_id == "@gone_chat" for a in telegram.attempts)
+
+        assert await asyncio.to_thread(telegram.wait_until, lambda: tries() >= 4, 5)
+        await deliverer.aclose()
+        assert [e.chat for e in store.pending()] == ["@gone_chat", "@gone_chat"]
+
+    # After a restart the refusal keeps its first time; once older than paused_keep, given up.
+    with Store.open(tmp_path / "state.json") as store:
+        caplog.set_level(logging.ERROR, logger="aggregator.deliver")
+        deliverer = Deliverer(store, sender, admins=(777,), paused_keep_s=0.0)
+        assert await deliverer.drain(5) == 0
+        assert deliverer.stats["failed"] == 2
+        gave_up = [r for r in caplog.records if r.getMessage() == "giving up on alert"]
+        assert {r.__dict__["fields"]["alert"] for r in gave_up} == {
+            "id-@gone_chat-1",
+            "id-@gone_chat-2",
+        }
+        assert all(r.__dict__["fields"]["chat"] == "@gone_chat" for r in gave_up)
+    assert len(telegram.sent_to("777")) == 1, "admins were told once"
+
+
+async def test_chat_that_opens_again_is_resumed(
+    tmp_path: Path, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    telegram.forbid("4343")
+    with Store.open(tmp_path / "state.json") as store:
+        store.commit(alerts=[_entry(1, "4343")])
+        deliverer = Deliverer(store, sender, paused_retry_s=0.3)
+        deliverer.wake()
+        assert await asyncio.to_thread(telegram.wait_until, lambda: bool(telegram.attempts), 5)
+        telegram.clear_faults()  # the user unblocked the bot
+        assert await asyncio.to_thread(telegram.wait_for_messages, 1, 5, chat_id="4343")
+        await deliverer.aclose()
+        assert store.pending() == []
+        assert deliverer.chats.paused() == {}
+
+
+async def test_message_too_long_is_split_with_its_markup(
+    tmp_path: Path, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # about 9,500 characters
+    with Store.open(tmp_path / "state.json") as store:
+        store.commit(alerts=[_entry(1, "@long_chat", "\n".join(lines))])
+        assert await Deliverer(store, sender).drain(10) == 0
+    sent = telegram.sent_to("@long_chat")
+    assert len(sent) == 3
+    assert all(m.parse_mode == "HTML" and len(m.plain_text) <= 4096 for m in sent)
+    shown = "\n".join(m.plain_text for m in sent)
+    assert all(f"line {n} " in shown for n in range(30))
+
+
+async def test_timeouts_are_retried_with_backoff(tmp_path: Path, telegram: FakeTelegram) -> None:
+    quick = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=0.5)
+    try:
+        with Store.open(tmp_path / "state.json") as store:
+            store.commit(alerts=[_entry(1, "@slow_api")])
+            telegram.set_down(True, mode="timeout", chat_id="@slow_api")
+            deliverer = Deliverer(store, quick, max_backoff_s=1)
+            drained = asyncio.create_task(deliverer.drain(20))
+
+            def hung(n: int) -> bool:
+                return sum(a.status is None for a in telegram.attempts) >= n
+
+            assert await asyncio.to_thread(telegram.wait_until, lambda: hung(2), 10)
+            telegram.set_down(False, chat_id="@slow_api")
+            assert await drained == 0
+            assert deliverer.stats["transient_errors"] >= 2
+            assert len(telegram.sent_to("@slow_api")) == 1
+    finally:
+        await quick.aclose()
+
+
+async def test_permanent_refusal_is_given_up_logged_and_counted(
+    tmp_path: Path,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="aggregator.deliver")
+    telegram.fail_next(3, status=400, body="json", chat_id="@picky_chat")
+    with Store.open(tmp_path / "state.json") as store:
+        store.commit(alerts=[_entry(1, "@picky_chat"), _entry(2, "@picky_chat")])
+        deliverer = Deliverer(store, sender, max_backoff_s=0.2)
+        assert await deliverer.drain(10) == 0
+    assert deliverer.stats["failed"] == 1
+    (record,) = [r for r in caplog.records if r.getMessage() == "giving up on alert"]
+    assert record.__dict__["fields"]["chat"] == "@picky_chat"
+    assert record.__dict__["fields"]["alert"] == "id-@picky_chat-1"
+    assert [m.text for m in telegram.sent_to("@picky_chat")] == ["<b>alert 2</b>"]
