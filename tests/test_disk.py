@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="prlimit on another process is Linux-only"
 )
 
-CHATS = ("2001", "2002", "2003")  # private: paced at one a second, so a backlog lasts
+CHATS = ("2001", "2002", "2003")  # private chats: paced, so a backlog lasts
 FIRST_ITEMS = 6
 FAULT_ITEMS = 2
 
@@ -62,7 +62,9 @@ def test_full_disk_holds_delivery_and_loses_nothing(
         tmp_path,
         feeds=[{"name": "disk", "url": feed_server.url_for("/disk.xml"), "interval": "10s"}],
         watchlists=[{"name": "quay", "any": ["quay"], "channels": list(CHATS)}],
-        telegram={"api_url": telegram.api_url, "max_backoff": "1s"},
+        # Private chats paced at one per half second (Telegram: one a second), so that the
+        # backlog lasts through the fault but drains quickly after it.
+        telegram={"api_url": telegram.api_url, "max_backoff": "1s", "private_limit": "1/0.5s"},
         token=TOKEN,
     )
     state = tmp_path / "state"

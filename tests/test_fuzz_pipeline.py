@@ -177,7 +177,10 @@ def feed_documents(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
 def test_feed_shaped_documents() -> None:
     lengths: list[int] = []
 
-    @SETTINGS
+    # Derandomized: the checks below on how far the documents got depend on what was drawn,
+    # and a suite must not fail by chance (it did once, in a parallel run). test_arbitrary_bytes
+    # and tests/fuzz/fuzz_feed.py keep exploring new inputs.
+    @settings(SETTINGS, derandomize=True)
     @given(feed_documents())
     def one_document(document: tuple[bytes, dict[str, str]]) -> None:
         lengths.extend(check_pipeline(*document))

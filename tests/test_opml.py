@@ -190,8 +190,7 @@ def test_a_real_reader_export_round_trips(tmp_path: Path) -> None:
     assert "206 feeds added" in result.stderr and "1 skipped" in result.stderr
     skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped ")]
     assert skipped == [
-        "skipped Katie Floyd http://feed.katiefloyd.com/: "
-        "listed twice; same feed as 'katie-floyd'"
+        "skipped Katie Floyd http://feed.katiefloyd.com/: listed twice; same feed as 'katie-floyd'"
     ]
     feeds = {name: (url, tags) for name, url, tags in _feeds(first)}
     assert {url_key(url) for url, _ in feeds.values()} == keys

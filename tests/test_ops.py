@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -399,6 +400,40 @@ def test_every_feed_failing_makes_health_fail_while_the_watchdog_keeps_pinging(
             received
         )
         assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+
+
+def test_systemd_hears_ready_reloading_and_stopping(
+    tmp_path: Path, feed_server: FeedServer, notify_socket: tuple[socket.socket, str]
+) -> None:
+    feed_server.add("/sample.xml", SAMPLE.read_bytes())
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "sample", "url": feed_server.url_for("/sample.xml")}],
+        watchlists=[{"name": "syria", "any": ["سوريا"], "channels": ["@syria_alerts"]}],
+    )
+    sock, name = notify_socket
+    daemon = DaemonProcess(["run", "-c", str(config)], env=clean_env(NOTIFY_SOCKET=name))
+
+    def until(prefix: str) -> list[str]:
+        received = []
+        while not received or not received[-1].startswith(prefix):
+            received.append(sock.recv(4096).decode())  # the socket's 10 s timeout bounds it
+        return received
+
+    try:
+        assert until("READY=1")[-1].startswith("READY=1")
+        before_us = time.monotonic_ns() // 1000
+        daemon.proc.send_signal(signal.SIGHUP)
+        reloading = until("RELOADING=1")[-1].split("\n")
+        # systemd (Type=notify-reload and newer) needs the time the reload began.
+        stamp = next(f for f in reloading if f.startswith("MONOTONIC_USEC="))
+        assert before_us <= int(stamp.split("=", 1)[1]) <= time.monotonic_ns() // 1000
+        assert any(m.startswith("READY=1") for m in until("READY=1"))  # reload done
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert until("STOPPING=1")[-1].startswith("STOPPING=1")
+        assert daemon.proc.wait(10) == 0
     finally:
         daemon.close()
 

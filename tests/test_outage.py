@@ -1,12 +1,13 @@
 """Telegram outage: the real daemon against a Bot API that answers 502s, then hangs, for a while.
 
 Timings are short but the outage is long in backoff steps: with ``[telegram] max_backoff`` at
-2 s, every chat keeps failing for OUTAGE_FAILURES attempts (about ten caps, as ten minutes are
+1 s, every chat keeps failing for OUTAGE_FAILURES attempts (about ten caps, as ten minutes are
 with the default 60 s cap), half of them 502 pages and half requests that never get an answer.
 New items arrive during the outage. Once the API is back, the first send must come within
 two caps, every chat must be going again within a pacing step of it (a chat that gets through
 wakes the ones still sleeping off their backoff), and the backlog must drain at the pace
-Telegram allows a private chat (one message a second), each alert exactly once.
+Telegram allows a private chat (one message a second, scaled here to one per half second with
+``private_limit``), each alert exactly once.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from tests.servers.feed_server import FeedServer
 
 # Private chats: the daemon paces each at one message a second, so "full rate" is well defined.
 CHATS = ("1001", "1002", "1003", "1004")
-MAX_BACKOFF_S = 2.0
-SEND_TIMEOUT_S = 1.0
-PRIVATE_INTERVAL_S = 1.0
+MAX_BACKOFF_S = 1.0
+SEND_TIMEOUT_S = 0.5
+# Telegram's one message a second per private chat, scaled by half like the other timings.
+PRIVATE_INTERVAL_S = 0.5
 FIRST_ITEMS = 5
 OUTAGE_ITEMS = 3
 # Failed attempts per chat: the first half answered 502, the second half left hanging.
@@ -67,6 +69,7 @@ def test_outage_loses_nothing_and_delivery_resumes_at_full_rate(
             "api_url": telegram.api_url,
             "send_timeout": f"{SEND_TIMEOUT_S:g}s",
             "max_backoff": f"{MAX_BACKOFF_S:g}s",
+            "private_limit": f"1/{PRIVATE_INTERVAL_S:g}s",
         },
         token=TOKEN,
     )
@@ -134,7 +137,7 @@ def test_outage_loses_nothing_and_delivery_resumes_at_full_rate(
     # Every chat goes again within a pacing step of the first one that got through, since
     # that one wakes the others (without that, each would sleep out its own backoff).
     assert max(first_by_chat.values()) < first_send_s + PRIVATE_INTERVAL_S + 0.75, first_by_chat
-    # Full rate: each chat sends its backlog one a second, with no backoff pause between.
+    # Full rate: each chat sends its backlog at its pace, with no backoff pause between.
     assert max(gaps) < PRIVATE_INTERVAL_S + 0.6, gaps
     assert drain_s < first_send_s + (max(backlog.values()) - 1) * PRIVATE_INTERVAL_S + 2.0
 

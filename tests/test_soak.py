@@ -17,7 +17,7 @@ from bench.soak import BLOCKS_BOUND, WINDOW, run_soak
 
 FEEDS = 500
 BASELINE = 5  # seen_ttl is 3 cycles and retention runs every 3: steady from cycle 4 on
-CYCLES = 11
+CYCLES = 9
 # RSS moves by whole pages and allocator arenas, and climbs to the allocator's high-water mark
 # over the first hundred cycles while live blocks stay flat: measured +4.7 MB from cycle 5 to
 # 11 here, and in bench/soak.py +4.2 MB from cycle 10 to 100, then +0.65 MB over the next 200.
