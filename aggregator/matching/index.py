@@ -13,8 +13,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
-from itertools import accumulate, chain, compress, repeat
-from operator import and_, attrgetter, is_not, itemgetter
+from itertools import accumulate, chain, compress
+from operator import and_, attrgetter, itemgetter
 from typing import Final
 
 from aggregator.matching.terms import LaterWord, Term, case_allows
@@ -49,12 +49,15 @@ _TokenStarts = tuple[
     int,  # its own bit, if it is the second word of a phrase
     _Checked,
     int,  # its case class (tokens.OTHER, UPPER, TITLE), for phrases' case rules
+    bool,  # whether a term can start at it (one-word terms, or phrases' first words)
 ]
-_KEY, _SINGLES, _PAIRS, _OTHERS, _NEEDS, _IS, _CHECKED, _CASE = (itemgetter(n) for n in range(8))
+_KEY, _SINGLES, _PAIRS, _OTHERS, _NEEDS, _IS, _CHECKED, _CASE, _STARTS = (
+    itemgetter(n) for n in range(9)
+)
 # The entry of a token that is no word of any term. Its key "" (that of a sentence end) equals
 # no term word and starts with none, which is all that a key is used for; no case rule ever
 # asks about it.
-_NOTHING: Final[_TokenStarts] = ("", (), _NO_PAIRS, (), 0, 0, _NO_CHECKED, OTHER)
+_NOTHING: Final[_TokenStarts] = ("", (), _NO_PAIRS, (), 0, 0, _NO_CHECKED, OTHER, False)
 # A phrase's second word is looked up only where the token before can start a phrase whose
 # second word has the same bit as the token: ``needs & is`` in C over the whole text, with data
 # that is in the tokens' own entries, instead of a dictionary lookup (a cache miss) per token.
@@ -114,7 +117,7 @@ class FieldScan:
 
     prepared: Prepared
     chunks: list[str]  # the prepared text split at spaces ...
-    chunk_sizes: list[int]  # ... and how many tokens each chunk holds
+    chunk_tokens: list[tuple[_TokenStarts, ...]]  # ... and the entries of each one's tokens
     single_at: list[int]  # tokens that are one-word terms ...
     single_ids: list[tuple[int, ...]]  # ... and the ids of those terms
     pair_at: list[int]  # tokens that start a two-word phrase with the next token ...
@@ -166,7 +169,7 @@ class FieldScan:
         # never measures where a token is.
         # Token i is token i - first_token[c] of chunk c, the last chunk whose first token is
         # at most i; chunk c starts after the chunks before it and one separator each.
-        first_token = list(accumulate(self.chunk_sizes, initial=0))
+        first_token = list(accumulate(map(len, self.chunk_tokens), initial=0))
         first_char = list(accumulate(map(len, self.chunks), initial=0))
         chunks = self.chunks
         step = len(CHUNK_SEPARATOR)
@@ -321,6 +324,7 @@ class TermIndex:
             _second_bit(key) if key in self._second_keys else 0,
             {k: tuple(v) for k, v in checked.items()} if checked else _NO_CHECKED,
             case,
+            bool(singles or needs or others),
         )
         return learned
 
@@ -334,11 +338,11 @@ class TermIndex:
         per_chunk = list(map(self._chunks.__getitem__, chunks))
         # Everything per token is done by C loops (map, compress); Python runs only where a
         # term starts, or for a chunk never seen before (``_ChunkCache.__missing__``). Most
-        # tokens play no part in any term and share the entry _NOTHING: one pass picks out
-        # the others, and the rest of the work is on those alone.
+        # tokens play no part in any term (or are only a phrase's later word): one pass picks
+        # out those where a term can start, and the rest of the work is on those alone.
         tokens = list(chain.from_iterable(per_chunk))
         count = len(tokens)
-        at = list(compress(range(count), map(is_not, tokens, repeat(_NOTHING, count))))
+        at = list(compress(range(count), map(_STARTS, tokens)))
         found_at = list(map(tokens.__getitem__, at))
         singles = list(map(_SINGLES, found_at))
         single_at = list(compress(at, singles))
@@ -387,7 +391,7 @@ class TermIndex:
         return FieldScan(
             prepared,
             chunks,
-            list(map(len, per_chunk)),
+            per_chunk,
             single_at,
             single_ids,
             pair_at,
