@@ -3,9 +3,9 @@
 Why not rewrite one JSON file per commit: with 100,000 seen keys the document is ~14 MB and
 serializing it takes ~25 ms even with orjson (~160 ms with ``json``). So a commit
 appends one line to a journal and fsyncs it (~1-2 ms); the full document is rewritten only when
-the journal has grown as large as the snapshot (at 100k keys: a ~0.4 s rewrite about once per
-640 commits of 50 keys + 5 alerts), or to recover from a failed write. Measured numbers are
-in aggregator/store.py's docstring (from bench/bench_store.py).
+the journal has grown as large as the snapshot (at 100k keys: an ~80 ms rewrite about once per
+630 commits of 50 keys + 5 alerts, which the daemon runs between polls: ``maybe_compact``), or
+to recover from a failed write. Measured numbers: README, "Performance" (bench/bench_store.py).
 
 Files, for a store at ``P``:
 

@@ -9,7 +9,7 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -501,3 +501,55 @@ async def test_near_duplicate_of_a_queued_alert_rewrites_it_in_the_outbox(
         assert '<a href="https://outlet-b.example/mine.html">Outlet B</a>' in entry.text
         assert parse_telegram_html(entry.text).endswith(f"also: {rtl.FSI}Outlet B{rtl.PDI}")
     assert [s.name for s in story.sources] == ["Outlet A", "Outlet B"]
+
+
+def _dated_rss(items: list[tuple[int, datetime | None]]) -> bytes:
+    """An RSS feed of canaries, each with its own pubDate (None: undated)."""
+    parts = ['<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>']
+    parts.append("<title>Test Wire</title><link>https://wire.example/</link>")
+    for n, published in items:
+        item = _item(n)
+        date = "" if published is None else f"<pubDate>{format_datetime(published)}</pubDate>"
+        parts.append(
+            f"<item><title>{html.escape(item['title'])}</title><link>{item['link']}</link>"
+            f"<description>{html.escape(item['description'])}</description>{date}</item>"
+        )
+    parts.append("</channel></rss>")
+    return "\n".join(parts).encode()
+
+
+def test_first_poll_alerts_only_the_backfill_window_and_later_polls_every_new_item(
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
+) -> None:
+    # Adding a feed must not flood channels with its archive: with backfill = "6h" the first
+    # poll alerts the item of an hour ago, and marks the day-old and the undated ones seen.
+    now = datetime.now(UTC)
+    hours = [1, 30, None]
+    feed_server.add(
+        "/dated.xml",
+        _dated_rss(
+            [(n, None if h is None else now - timedelta(hours=h)) for n, h in enumerate(hours)]
+        ),
+    )
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "wire0", "url": feed_server.url_for("/dated.xml")}],
+        watchlists=[{"name": "canary", "any": ["canary"], "channels": ["@canary_news"]}],
+        telegram={"api_url": telegram.api_url},
+        polling={"backfill": "6h"},
+        token=TOKEN,
+    )
+    _once(config)
+    assert _alerted(telegram) == [0]
+
+    # After the first poll, every new item alerts, however old its date (or if it has none).
+    later = [(3, now - timedelta(days=3)), (4, None)]
+    feed_server.add(
+        "/dated.xml",
+        _dated_rss(
+            later
+            + [(n, None if h is None else now - timedelta(hours=h)) for n, h in enumerate(hours)]
+        ),
+    )
+    _once(config)
+    assert sorted(_alerted(telegram)) == [0, 3, 4]
