@@ -121,7 +121,7 @@ async def poll_feed(rt: Runtime, feed: FeedSettings, *, dry_run: bool = False) -
     state.consecutive_failures, state.last_error, state.last_success_at = 0, None, now
     if parsed is None:
         notices += poll_state.on_success(state, feed, rt.loaded.config, now=now)
-        if not dry_run:
+        if not dry_run and (notices or not _note_poll(rt, feed, state, now)):
             _commit_with_notices(rt, feed, state, notices)
         return FeedOutcome(feed.name, "not_modified", next_poll_at=state.next_poll_at)
     return _process(rt, feed, state, parsed, dry_run, notices)
@@ -179,6 +179,16 @@ def _commit_with_notices(
     if _commit(rt, feed, state, alerts=entries) and entries:
         rt.metrics.alerts_queued(len(entries))
         rt.on_alerts()
+
+
+def _note_poll(rt: Runtime, feed: FeedSettings, state: FeedState, now: float) -> bool:
+    """Keep an unchanged poll's times without a write of its own (Store.note_poll); False if
+    the state changed more than that and must be committed."""
+    try:
+        return rt.store.note_poll(feed.name, state, now)
+    except StoreError as exc:  # writing the times kept so far failed; they stay in memory
+        event(log, logging.ERROR, "cannot save poll times; will retry", error=str(exc))
+        return True
 
 
 def _commit(rt: Runtime, feed: FeedSettings, state: FeedState, **batch: object) -> bool:

@@ -33,6 +33,7 @@ Measured (bench/bench_store.py, 100,000 seen keys = 13.7 MB snapshot, 2-CPU VM, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import time
@@ -51,6 +52,12 @@ from .storage import DEFAULT_COMPACT_MIN_BYTES, Document, JournalStorage, Op, du
 SEEN, FEEDS, PRESENT, OUTBOX, SENT, META = "seen", "feeds", "present", "outbox", "sent", "meta"
 STORIES, EDITS = "stories", "edits"
 TABLES = (SEEN, FEEDS, PRESENT, OUTBOX, SENT, META, STORIES, EDITS)
+# FeedState fields that a poll which found nothing new changes (see Store.note_poll), and how
+# long such changes may wait in memory before they are written.
+POLL_TIMES = frozenset(
+    {"last_attempt_at", "last_success_at", "next_poll_at", "interval_s", "poll_reason"}
+)
+POLL_FLUSH_S = 60.0
 
 
 @dataclass
@@ -209,6 +216,9 @@ class Store:
             self._doc.setdefault(table, {})
         self._seen: dict[str, str] = {}  # item key -> doc id
         self._feeds: dict[str, str] = {}  # feed -> doc id
+        # Feed docs changed in memory by note_poll and not yet written, since when.
+        self._unsaved_polls: set[str] = set()
+        self._unsaved_since: float | None = None
         self._present: dict[str, tuple[str, frozenset[str]]] = {}  # feed -> (doc id, keys)
         self._outbox: dict[str, str] = {}  # entry id -> doc id
         self._outbox_by_chat: dict[str, dict[str, None]] = {}  # chat -> entry ids (ordered set)
@@ -244,8 +254,12 @@ class Store:
             raise
 
     def close(self) -> None:
-        """Compact if due (so short runs such as ``aggregator once`` keep the journal bounded
-        too), then release the lock; later writes raise StoreError."""
+        """Write what note_poll kept in memory, compact if due (so short runs such as
+        ``aggregator once`` keep the journal bounded too), then release the lock; later writes
+        raise StoreError."""
+        if not self.readonly:
+            with contextlib.suppress(StoreError):  # already logged by the writer's caller
+                self.flush_polls()
         self.compact_if_due()
         self._storage.close()
 
@@ -353,6 +367,8 @@ class Store:
                 docs[doc_id] = value
                 self._index(table, doc_id, value)
         self._next_id = batch.next_id
+        if self._unsaved_polls:
+            self._unsaved_polls.difference_update(i for t, i, _ in ops if t == FEEDS)
 
     def _batch(self) -> _Batch:
         if self.readonly:
@@ -530,6 +546,46 @@ class Store:
             if entry_doc_id is not None and pending is not None:
                 batch.put(OUTBOX, entry_doc_id, {**pending, "text": text, "plain": plain})
         self._write(batch)
+
+    def note_poll(self, feed: str, state: FeedState, now: float) -> bool:
+        """Save a poll that changed nothing but when the feed was polled and is next due.
+
+        An unchanged feed (304, or the same bytes) must cost almost nothing, and an fsync'd
+        write per poll is most of what it would cost. So when ``state`` differs from the stored
+        one only in POLL_TIMES fields, it is kept in memory (``feed_state`` returns it) and
+        written with the feed's next write, or by the first note_poll POLL_FLUSH_S after it,
+        or on close: a crash loses at most that long of poll times, which the next poll sets
+        again. Returns False, and does nothing, when anything else changed: commit it instead.
+        """
+        doc_id = self._feeds.get(feed)
+        if doc_id is None or self.readonly:
+            return False
+        current = self._doc[FEEDS][doc_id]
+        # Not asdict: its deep copy is most of this method's cost, and only lists need one.
+        value: dict[str, Any] = {"feed": feed}
+        for name in _FEED_STATE_FIELDS:
+            field_value = getattr(state, name)
+            value[name] = list(field_value) if isinstance(field_value, list) else field_value
+        if any(current.get(k) != v for k, v in value.items() if k not in POLL_TIMES):
+            return False
+        if current != value:
+            current.update(value)  # no index looks at these fields
+            self._unsaved_polls.add(doc_id)
+            self._unsaved_since = self._unsaved_since or now
+        if self._unsaved_since is not None and now - self._unsaved_since >= POLL_FLUSH_S:
+            self.flush_polls()
+        return True
+
+    def flush_polls(self) -> None:
+        """Write the poll times note_poll kept in memory (one write for every feed)."""
+        if not self._unsaved_polls:
+            self._unsaved_since = None
+            return
+        batch = self._batch()
+        for doc_id in self._unsaved_polls:
+            batch.put(FEEDS, doc_id, dict(self._doc[FEEDS][doc_id]))
+        self._write(batch)
+        self._unsaved_since = None
 
     def mark_sent(
         self,

@@ -126,6 +126,21 @@ async def test_etag_gives_304_without_body(server: FeedServer, fetcher: Fetcher)
     assert server.requests[-1].headers["if-none-match"] == first.validators.etag
 
 
+async def test_unchanged_feed_polls_reuse_one_connection(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    # A 304 has no body, but unless it is read to its end the connection is dropped and the
+    # next poll pays for a new one: most of the cost of an unchanged feed.
+    server.add("/feed.xml", RSS)
+    server.add("/gone.xml", b"<html>gone</html>", status=404)
+    validators = (await fetcher.fetch(server.url_for("/feed.xml"))).validators
+    for _ in range(5):
+        assert (await fetcher.fetch(server.url_for("/feed.xml"), validators)).not_modified
+        with pytest.raises(FetchError):
+            await fetcher.fetch(server.url_for("/gone.xml"))
+    assert server.connections_opened() == 1
+
+
 async def test_last_modified_gives_304(server: FeedServer, fetcher: Fetcher) -> None:
     server.add("/feed.xml", RSS, etag=False)
     first = await fetcher.fetch(server.url_for("/feed.xml"))

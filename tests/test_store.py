@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -977,3 +978,28 @@ def test_feed_state_without_the_new_fields_loads_with_defaults(path: Path) -> No
     path.write_text(json.dumps(document), encoding="utf-8")
     with Store.open(path) as store:
         assert store.feed_state("f") == FeedState()
+
+
+def test_a_poll_that_found_nothing_new_is_kept_in_memory_then_written_once(path: Path) -> None:
+    # An unchanged feed must cost almost nothing: its poll times wait in memory (no fsync'd
+    # write per poll) and go to disk together, POLL_FLUSH_S later or on close.
+    with Store.open(path) as store:
+        store.commit(feed="f", state=FeedState(etag="e1", initialized=True))
+        size = store.stats().journal_bytes
+        polled = FeedState(etag="e1", initialized=True, last_success_at=100.0, next_poll_at=700.0)
+        assert store.note_poll("f", polled, now=100.0)
+        assert store.stats().journal_bytes == size, "no write of its own"
+        assert store.feed_state("f").next_poll_at == 700.0
+        assert store.note_poll("f", dataclasses.replace(polled, next_poll_at=760.0), now=130.0)
+        assert store.stats().journal_bytes == size
+        # Anything else changed (here the validator) is not a poll time: commit it.
+        assert not store.note_poll("f", dataclasses.replace(polled, etag="e2"), now=140.0)
+        assert not store.note_poll("unknown", polled, now=140.0)
+        assert store.note_poll("f", dataclasses.replace(polled, next_poll_at=800.0), now=160.0)
+        assert store.stats().journal_bytes > size, "written POLL_FLUSH_S after the first"
+        size = store.stats().journal_bytes
+        assert store.note_poll("f", dataclasses.replace(polled, next_poll_at=900.0), now=170.0)
+        assert store.stats().journal_bytes == size
+    with Store.open(path) as store:
+        assert store.feed_state("f").next_poll_at == 900.0, "written on close"
+        assert store.feed_state("f").etag == "e1"

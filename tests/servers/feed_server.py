@@ -113,6 +113,7 @@ class _State:
     seq: int = 0
     last_modified_clock: datetime | None = None
     connections: set[socket.socket] = field(default_factory=set)
+    connections_opened: int = 0
     threads: set[threading.Thread] = field(default_factory=set)
 
 
@@ -330,6 +331,11 @@ class FeedServer:
             highest = max(highest, current)
         return highest
 
+    def connections_opened(self) -> int:
+        """How many TCP connections clients have opened so far."""
+        with self._state.cond:
+            return self._state.connections_opened
+
     def in_flight(self) -> int:
         """How many requests are being answered right now."""
         with self._state.cond:
@@ -347,6 +353,7 @@ class FeedServer:
     def _track(self, conn: socket.socket, *, opened: bool) -> None:
         with self._state.cond:
             if opened:
+                self._state.connections_opened += 1
                 self._state.connections.add(conn)
                 self._state.threads.add(threading.current_thread())
             else:
