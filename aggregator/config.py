@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -177,6 +177,21 @@ class PollingSettings(_Section):
     # is suspended (retried at max_backoff) and the admins are told, once.
     max_backoff: Duration = 3600.0
     suspend_after: int = Field(default=5, ge=1, le=1000)
+    # Processes that parse feeds (aggregator.parse_pool); 0 parses in a thread of the daemon.
+    parse_workers: int | Literal["auto"] = "auto"
+
+    def parse_worker_count(self) -> int:
+        """How many parse processes to run ("auto": 2 on a machine with 2 cores or more)."""
+        if self.parse_workers == "auto":
+            return 2 if (os.cpu_count() or 1) >= 2 else 0
+        return self.parse_workers
+
+    @field_validator("parse_workers")
+    @classmethod
+    def _check_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 32:
+            raise ValueError('must be "auto" or 0 to 32 (0: parse in a thread)')
+        return value
 
     @field_validator("interval", "min_interval", "max_interval", "max_backoff")
     @classmethod

@@ -33,6 +33,7 @@ from .health import assess, stale_after_s, watchdog_ok
 from .logs import event, redact
 from .matching import Matcher
 from .metrics import Gauges, Metrics, serve
+from .parse_pool import ParsePool
 from .pipeline import FeedOutcome, Runtime, outbox_id, poll_feed
 from .status import (
     STATUS_EVERY_S,
@@ -124,6 +125,10 @@ async def services(
     )
     if deliverer is not None:
         runtime.on_alerts = deliverer.wake
+    workers = loaded.config.polling.parse_worker_count()
+    pool = ParsePool(workers) if workers else None
+    if pool is not None:
+        runtime.parse = pool
     try:
         yield Services(runtime, deliverer, sender)
     finally:
@@ -132,6 +137,8 @@ async def services(
         if sender is not None:
             await sender.aclose()
         await fetcher.aclose()
+        if pool is not None:
+            pool.close()
         store.close()
 
 

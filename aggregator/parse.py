@@ -115,11 +115,9 @@ async def parse_in_thread(
 ) -> ParsedFeed:
     """``parse_feed`` in a worker thread, so the event loop keeps fetching and delivering.
 
-    A thread for now. bench/bench_polling.py measures a 2-worker process pool 1.7-2x faster
-    on a cycle where every feed changed, with 3-10x less event-loop lag (parsing holds the GIL,
-    so a thread keeps the loop from deliveries for up to ~0.4 s in such a cycle); adopting it
-    needs recovery from a worker that dies mid-parse and costs two worker processes, and is
-    the next step, not done yet.
+    With ``[polling] parse_workers = 0`` (and on a 1-core machine); otherwise the daemon parses
+    in worker processes (parse_pool.py), which bench/bench_polling.py measured faster and far
+    kinder to the event loop: feedparser holds the GIL, so a thread still stalls it.
     """
     return await asyncio.to_thread(
         parse_feed, body, feed_name=feed_name, headers=headers, base_url=base_url

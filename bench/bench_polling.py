@@ -4,8 +4,9 @@ Usage: python bench/bench_polling.py [--feeds 1000] [--hosts 8] [--modes thread,
 
 A child process serves the feeds from ``--hosts`` loopback addresses (127.0.0.1, .2, ...), one
 FeedServer each, so that serving costs nothing in this process. For each way of running the
-parser (``thread``: ``asyncio.to_thread``, what the daemon does; ``inline``: on the event loop;
-``process``: a 2-worker process pool) the real pipeline (Fetcher, parse, identify, match,
+parser (``thread``: ``asyncio.to_thread``, the daemon with ``parse_workers = 0``; ``inline``: on
+the event loop; ``process``: the daemon's default, aggregator.parse_pool with 2 workers) the real
+pipeline (Fetcher, parse, identify, match,
 compose, Store with fsync) polls every feed concurrently under the default limits (20 in flight,
 2 per host), three cycles on a fresh store:
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -59,6 +58,7 @@ from aggregator.errors import AggregatorError  # noqa: E402
 from aggregator.fetch import Fetcher, FetchLimits  # noqa: E402
 from aggregator.matching import Matcher  # noqa: E402
 from aggregator.parse import FeedParser, ParsedFeed, parse_feed, parse_in_thread  # noqa: E402
+from aggregator.parse_pool import ParsePool  # noqa: E402
 from aggregator.pipeline import FeedOutcome, Runtime, poll_feed  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 
@@ -243,21 +243,14 @@ async def max_lag_during(work: Awaitable[Any]) -> tuple[Any, float]:
     return result, worst * 1000
 
 
-def make_parser(mode: str, pool: ProcessPoolExecutor | None) -> FeedParser:
+def make_parser(mode: str, pool: ParsePool | None) -> FeedParser:
     async def inline(body: bytes, **kwargs: Any) -> ParsedFeed:
         return parse_feed(body, **kwargs)
 
-    async def in_pool(body: bytes, **kwargs: Any) -> ParsedFeed:
+    if mode == "process":
         assert pool is not None
-        kwargs["headers"] = dict(kwargs.get("headers") or {})  # a MappingProxy cannot pickle
-        call = functools.partial(parse_feed, body, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(pool, call)
-
-    parsers: dict[str, FeedParser] = {
-        "thread": parse_in_thread,
-        "inline": inline,
-        "process": in_pool,
-    }
+        return pool
+    parsers: dict[str, FeedParser] = {"thread": parse_in_thread, "inline": inline}
     return parsers[mode]
 
 
@@ -272,10 +265,12 @@ async def ours(mode: str, farm: Farm, folder: Path) -> list[Row]:
     }
     config, _ = validate_config(data)
     loaded = LoadedConfig(config=config, path=folder / "config.toml")
-    pool = ProcessPoolExecutor(2) if mode == "process" else None
-    if pool is not None:  # start the workers before timing, as a daemon would at start-up
-        list(pool.map(abs, range(4)))
-    pool_pids = list(pool._processes) if pool is not None else []
+    pool = ParsePool(2) if mode == "process" else None
+    pool_pids: list[int] = []
+    if pool is not None:  # start the workers before timing, as a daemon's first polls do
+        executor = pool._executor()
+        list(executor.map(abs, range(4)))
+        pool_pids = list(executor._processes)
     store = Store.open(folder / f"{mode}.json")
     fetcher = Fetcher(FetchLimits(), user_agent=USER_AGENT)
     runtime = Runtime(
@@ -305,7 +300,7 @@ async def ours(mode: str, farm: Farm, folder: Path) -> list[Row]:
         await fetcher.aclose()
         store.close()
         if pool is not None:
-            pool.shutdown()
+            pool.close()
     return rows
 
 
