@@ -24,17 +24,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import __version__, poll_state
 from .bot import Bot
-from .compose import MessageOptions, compose_notice
+from .compose import MessageOptions
 from .config import FeedSettings, LoadedConfig, load_config
 from .deliver import Deliverer
 from .errors import ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
 from .health import assess, stale_after_s, watchdog_ok
-from .logs import event, redact
+from .logs import event
 from .matching import Matcher
 from .metrics import Gauges, Metrics, serve
+from .notices import admin_entries
 from .parse_pool import ParsePool
-from .pipeline import FeedOutcome, Runtime, outbox_id, poll_feed
+from .pipeline import FeedOutcome, Runtime, poll_feed
 from .status import (
     STATUS_EVERY_S,
     DaemonStatus,
@@ -44,7 +45,7 @@ from .status import (
     status_path,
     write_status,
 )
-from .store import OutboxEntry, Store, settle_heap
+from .store import Store, settle_heap
 from .systemd import notify, watchdog_interval_s
 from .telegram_api import ConsoleSender, Sender, TelegramSender
 
@@ -485,27 +486,9 @@ class Daemon:
         if not admins:
             return
         lines = [f"{key}: {message}" if key else message for key, message in problems]
-        notice = compose_notice(
-            f"New config refused ({self._loaded.path.name}); still running the old one",
-            # The token is never in a config problem; redact() makes sure of it.
-            [redact(line) for line in lines],
-        )
-        now = time.time()
+        title = f"New config refused ({self._loaded.path.name}); still running the old one"
         key = f"admin-notice:{time.time_ns()}"
-        entries = [
-            OutboxEntry(
-                id=outbox_id(key, str(admin)),
-                chat=str(admin),
-                text=notice.html,
-                plain=notice.plain,
-                watchlist="",
-                item_key=key,
-                feed="",
-                created_at=now,
-                disable_preview=True,
-            )
-            for admin in admins
-        ]
+        entries = admin_entries(admins, title, lines, key=key, now=time.time())
         try:
             runtime.store.commit(alerts=entries)
         except StoreError as exc:

@@ -11,14 +11,20 @@ from .logs import redact
 from .store import OutboxEntry, Store
 
 
-def queue_admin_notice(
-    store: Store, admins: Sequence[int], title: str, lines: Sequence[str], *, skip: str = ""
-) -> int:
-    """Queue one notice per admin (except chat ``skip``); return how many. Raises StoreError."""
+def admin_entries(
+    admins: Sequence[int],
+    title: str,
+    lines: Sequence[str],
+    *,
+    key: str,
+    now: float,
+    skip: str = "",
+) -> list[OutboxEntry]:
+    """One outbox entry per admin (except chat ``skip``) for the notice ``key`` names: the same
+    key gives the same entry ids, so a notice queued again is not sent twice."""
+    # Problems and errors never hold the token; redact() makes sure of it.
     notice = compose_notice(title, [redact(line) for line in lines])
-    now = time.time()
-    key = f"admin-notice:{time.time_ns()}"
-    entries = [
+    return [
         OutboxEntry(
             id=hashlib.sha256(f"{key}\x00{admin}".encode()).hexdigest()[:24],
             chat=str(admin),
@@ -33,6 +39,14 @@ def queue_admin_notice(
         for admin in admins
         if str(admin) != skip
     ]
+
+
+def queue_admin_notice(
+    store: Store, admins: Sequence[int], title: str, lines: Sequence[str], *, skip: str = ""
+) -> int:
+    """Queue one notice per admin (except chat ``skip``); return how many. Raises StoreError."""
+    key = f"admin-notice:{time.time_ns()}"
+    entries = admin_entries(admins, title, lines, key=key, now=time.time(), skip=skip)
     if entries:
         store.commit(alerts=entries)
     return len(entries)

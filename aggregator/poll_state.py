@@ -17,11 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from .compose import compose_notice
+from . import notices as notices_module
 from .config import Config, FeedSettings, feed_interval
 from .errors import FetchError
 from .fetch import HTTPStatusError
-from .logs import event, redact
+from .logs import event
 from .polling import (
     LEARN_WINDOW_S,
     Decision,
@@ -247,23 +247,10 @@ def admin_entries(config: Config, notices: Iterable[Notice], now: float) -> list
     """Outbox entries that tell every telegram.admins user about each notice."""
     entries: list[OutboxEntry] = []
     for notice in notices:
-        message = compose_notice(notice.title, [redact(line) for line in notice.lines])
         key = "admin-notice:" + hashlib.sha256(notice.key.encode()).hexdigest()[:24]
-        for admin in config.telegram.admins:
-            chat = str(admin)
-            entries.append(
-                OutboxEntry(
-                    id=hashlib.sha256(f"{key}\x00{chat}".encode()).hexdigest()[:24],
-                    chat=chat,
-                    text=message.html,
-                    plain=message.plain,
-                    watchlist="",
-                    item_key=key,
-                    feed="",
-                    created_at=now,
-                    disable_preview=True,
-                )
-            )
+        entries += notices_module.admin_entries(
+            config.telegram.admins, notice.title, notice.lines, key=key, now=now
+        )
     return entries
 
 
