@@ -17,7 +17,6 @@ and nothing else (no headers, no body); the caller adds the feed's name when it 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import socket
 import ssl
@@ -32,6 +31,7 @@ from types import MappingProxyType, TracebackType
 import httpx
 
 from aggregator.errors import BodyTooLargeError, FetchError
+from aggregator.httpdate import parse_http_date
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml, "
@@ -405,13 +405,8 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    when = parse_http_date(value)
+    return None if when is None else max(0.0, (when - now).total_seconds())
 
 
 def _parse_url(url: str) -> httpx.URL:

@@ -22,13 +22,12 @@ The rules, in the order they apply after a poll:
 
 from __future__ import annotations
 
-import email.utils
-import math
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+
+from .httpdate import parse_http_date
 
 # How far back item times count when learning a feed's pace, and how many are kept.
 LEARN_WINDOW_S = 7 * 86_400.0
@@ -229,16 +228,8 @@ def remember_item_times(kept: Iterable[float], new: Iterable[float], now: float)
 
 
 def _http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    stamp = when.timestamp()
-    return stamp if math.isfinite(stamp) else None
+    when = parse_http_date(value)
+    return None if when is None else when.timestamp()
 
 
 def _clamp(value: float, bounds: PollBounds) -> float:
