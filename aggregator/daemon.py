@@ -319,6 +319,7 @@ class Daemon:
             next_polls=next_polls,
             queue=queue,
             paused_chats=svc.deliverer.paused_chats,
+            delivery_paused=svc.deliverer.all_paused,
             fatal=None if fatal is None else str(fatal),
             delivery=dict(svc.deliverer.stats),
             running=running,

@@ -207,8 +207,10 @@ class Deliverer:
 
     @property
     def paused_chats(self) -> dict[str, str]:
-        """Chats the bot cannot post to, with the reason."""
-        return dict(self._paused)
+        """Chats the bot cannot post to, with the reason: also those paused before a restart
+        that have not been tried again yet."""
+        stored = {chat: reason for chat, (_, reason) in self.chats.paused().items()}
+        return {**stored, **self._paused}
 
     @property
     def all_paused(self) -> bool:

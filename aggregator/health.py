@@ -167,6 +167,8 @@ def _summary(status: DaemonStatus, now: float) -> str:
     parts.append(f"{sum(status.queue.values())} alerts queued")
     if status.paused_chats:
         parts.append(f"{len(status.paused_chats)} chats paused")
+    if status.delivery_paused:
+        parts.append("delivery paused by an admin")
     return ", ".join(parts)
 
 

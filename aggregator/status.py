@@ -89,6 +89,7 @@ class DaemonStatus:
     watchlists: list[WatchlistStatus] = field(default_factory=list)
     queue: dict[str, int] = field(default_factory=dict)
     paused_chats: dict[str, str] = field(default_factory=dict)
+    delivery_paused: bool = False  # an admin sent /pause
     fatal: str | None = None
     delivery: dict[str, int] = field(default_factory=dict)
     # Why the store cannot be written (disk full, read-only), and since when; delivery is held.
@@ -257,6 +258,7 @@ class StatusTracker:
         queue: Mapping[str, int],
         paused_chats: Mapping[str, str],
         fatal: str | None,
+        delivery_paused: bool = False,
         delivery: Mapping[str, int],
         running: bool = True,
         store_error: str | None = None,
@@ -302,6 +304,7 @@ class StatusTracker:
             ],
             queue=dict(sorted(queue.items())),
             paused_chats=dict(paused_chats),
+            delivery_paused=delivery_paused,
             fatal=fatal,
             delivery=dict(delivery),
             store_error=store_error,
@@ -328,6 +331,8 @@ def format_status(status: DaemonStatus, health_line: str, now: float) -> str:
         health_line,
         "",
     ]
+    if status.delivery_paused:
+        lines[-1:-1] = ["delivery: PAUSED by an admin; alerts are queued until /resume"]
     feed_rows = [
         [
             f.name,

@@ -176,3 +176,16 @@ async def test_permanent_refusal_is_given_up_logged_and_counted(
     assert record.__dict__["fields"]["chat"] == "@picky_chat"
     assert record.__dict__["fields"]["alert"] == "id-@picky_chat-1"
     assert [m.text for m in telegram.sent_to("@picky_chat")] == ["<b>alert 2</b>"]
+
+
+async def test_a_chat_paused_before_a_restart_is_reported_paused_after_it(
+    tmp_path: Path, sender: TelegramSender
+) -> None:
+    # Status and /status must not show a blocked chat as fine just because this process has
+    # not tried it yet.
+    with Store.open(tmp_path / "state.json") as store:
+        Deliverer(store, sender).chats.pause("4242", "Forbidden: bot was blocked", time.time())
+    with Store.open(tmp_path / "state.json") as store:
+        deliverer = Deliverer(store, sender)
+        assert deliverer.paused_chats == {"4242": "Forbidden: bot was blocked"}
+        await deliverer.aclose()

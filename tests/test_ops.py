@@ -41,6 +41,7 @@ from aggregator.status import (
     StatusFileError,
     StatusTracker,
     WatchlistStatus,
+    format_status,
     read_status,
     status_path,
     window_count,
@@ -99,6 +100,17 @@ def test_a_running_daemon_with_recent_polls_is_healthy() -> None:
     assert "last successful poll 60 s ago" in verdict.line()
     assert "2/2 feeds ok" in verdict.line()
     assert watchdog_ok(verdict)
+
+
+def test_a_pause_by_an_admin_is_healthy_and_said_in_health_and_status() -> None:
+    paused = _status(delivery_paused=True, paused_chats={"4242": "Forbidden: bot was blocked"})
+    verdict = assess(paused, NOW)
+    assert verdict.healthy, verdict
+    assert "1 chats paused" in verdict.line() and "delivery paused by an admin" in verdict.line()
+    shown = format_status(paused, verdict.line(), NOW)
+    assert "delivery: PAUSED by an admin; alerts are queued until /resume" in shown
+    assert "Forbidden: bot was blocked" in shown
+    assert "PAUSED" not in format_status(_status(), verdict.line(), NOW)
 
 
 def test_a_daemon_that_just_started_is_healthy_before_its_first_poll() -> None:
