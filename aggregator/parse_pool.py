@@ -7,19 +7,24 @@ core. bench/bench_polling.py measured two worker processes 1.7-2x faster on such
 the pool costs nothing there. A hostile document that makes the parser balloon does so in a
 worker, not in the daemon.
 
-Workers come from a forkserver (not fork: the daemon has threads, and forking those is unsafe)
-and ignore SIGINT, so that Ctrl-C in a terminal stops the daemon, which then shuts them down. A
-worker that dies (killed, out of memory) breaks the pool: it is replaced, the document retried
-once in the new pool, and if it kills that one too, the feed's poll fails with a clear error.
+Workers are spawned (not forked: the daemon has threads, and forking those is unsafe), ignore
+SIGINT, so that Ctrl-C in a terminal stops the daemon, which then shuts them down, and on Linux
+ask the kernel to kill them when the daemon dies: a SIGKILLed daemon must not leave them behind
+(they would wait forever on their task queue). A worker that dies (killed, out of memory) breaks
+the pool: it is replaced, the document retried once in the new pool, and if it kills that one
+too, the feed's poll fails with a clear error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,8 +35,17 @@ from .parse import ParsedFeed, ParseError, parse_feed
 log = logging.getLogger("aggregator.parse")
 
 
-def _ignore_interrupts() -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _start_worker(daemon_pid: int) -> None:
+    """In each worker, first: ignore Ctrl-C and die with the daemon."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon_pid:  # it died before the kernel was asked
+        os._exit(0)
 
 
 class ParsePool:
@@ -47,8 +61,9 @@ class ParsePool:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_ignore_interrupts,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

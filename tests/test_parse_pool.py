@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from aggregator.parse import ParseError, parse_feed
 from aggregator.parse_pool import ParsePool
-from tests.conftest import FEEDS
+from tests.conftest import FEEDS, TOKEN, write_config
+from tests.daemon_process import DaemonProcess
+from tests.servers.fake_telegram import FakeTelegram
+from tests.servers.feed_server import FeedServer
 
 SAMPLE = next((FEEDS / "news-ar").glob("*.xml"))
 
@@ -57,3 +63,51 @@ async def test_a_dead_worker_is_replaced_and_the_feed_still_parses(pool: ParsePo
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         ParsePool(0)
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_do_not_outlive_a_killed_daemon(
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
+) -> None:
+    feed_server.add("/sample.xml", SAMPLE.read_bytes())
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "sample", "url": feed_server.url_for("/sample.xml")}],
+        watchlists=[{"name": "w", "any": ["the"], "channels": ["@pool_test"]}],
+        telegram={"api_url": telegram.api_url},
+        polling={"parse_workers": 2},
+        token=TOKEN,
+    )
+    daemon = DaemonProcess(["run", "-c", str(config)])
+    try:
+        assert daemon.wait_for(r"feed polled", 20), daemon.output()
+        workers = _children(daemon.proc.pid)
+        assert len(workers) >= 2, workers  # the pool's workers (and its resource tracker)
+        daemon.kill()
+    finally:
+        daemon.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, [pid for pid in workers if _alive(pid)]
+        assert telegram.wait_until(lambda: False, 0.05) is False  # a bounded poll interval
