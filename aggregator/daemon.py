@@ -127,7 +127,7 @@ async def services(
     if deliverer is not None:
         runtime.on_alerts = deliverer.wake
     workers = loaded.config.polling.parse_worker_count()
-    pool = ParsePool(workers) if workers else None
+    pool = ParsePool(workers, timeout_s=loaded.config.polling.timeout) if workers else None
     if pool is not None:
         runtime.parse = pool
     try:
@@ -220,6 +220,10 @@ class Daemon:
             notify("READY=1", f"STATUS=polling {len(self._loaded.config.feeds)} feeds")
             await self._supervise(svc, scheduler)
             notify("STOPPING=1")
+            if svc.deliverer is not None:
+                # First, so that neither an alert nor a bot answer waiting for Telegram's limits
+                # or a retry_after holds up the stop; what is queued stays queued.
+                svc.deliverer.stop()
             if bot is not None:
                 await bot.aclose()
             scheduler.shutdown(wait=False)
@@ -381,7 +385,8 @@ class Daemon:
         changed: list[str] = []
         now = datetime.now(UTC)
         for name in old.keys() - new.keys():
-            scheduler.remove_job(name)
+            if scheduler.get_job(name) is not None:  # a gone feed (410) has none
+                scheduler.remove_job(name)
         for name, feed in new.items():
             before = old.get(name)
             job = scheduler.get_job(name)
@@ -398,8 +403,11 @@ class Daemon:
                 event(log, logging.WARNING, poll_state.GONE_ERROR, feed=name)
                 continue
             bounds = poll_state.bounds_for(config, feed)
-            resume = poll_state.resume_at(state, runtime.clock())
-            if resume is not None:  # a failing feed keeps its backoff or Retry-After
+            # A failing feed keeps its backoff or Retry-After, unless the admin just fixed its
+            # URL: that one is tried again at once.
+            fixed = before is not None and before.url != feed.url
+            resume = None if fixed else poll_state.resume_at(state, runtime.clock())
+            if resume is not None:
                 first = now + timedelta(seconds=resume - runtime.clock())
             else:
                 # New feeds start within a few seconds, spread so they never fire in lockstep.
@@ -466,6 +474,7 @@ class Daemon:
             )
             if self._deliverer is not None:
                 self._deliverer.apply(loaded.config, paced=self._token is not None)
+                self._deliverer.wake()  # e.g. quiet hours removed: held alerts go now
             added, changed, removed = self._sync_feed_jobs(scheduler, runtime, previous)
             event(
                 log,

@@ -282,9 +282,15 @@ class Deliverer:
         await self.aclose()
         return self._store.pending_count() + len(self._store.pending_edits())
 
+    def stop(self) -> None:
+        """Start to stop: no new send begins, and waits (for room, for a retry) end now."""
+        self._stop.set()
+        if self.gate is not None:
+            self.gate.close()  # workers waiting for room stop now, not when room comes
+
     async def aclose(self) -> None:
         """Stop the workers; a send already under way finishes and is recorded first."""
-        self._stop.set()
+        self.stop()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -423,6 +429,8 @@ class Deliverer:
             error: DeliveryError | None = None
             message_id: int | None = None
             async with self._slot(chat):
+                if self._stop.is_set() or self._all_paused:
+                    continue  # stopped or paused while it waited for room: send nothing
                 # Planned again now that the limit has room: the backlog may have grown.
                 job = self._plan(chat, time.time())
                 if job is None or isinstance(job, float):
@@ -615,6 +623,8 @@ class Deliverer:
         )
         if now - since >= self.paused_keep_s:
             self._expire(chat, reason)
+            # Still retried: a chat that lets the bot in again gets its new alerts.
+            self._wake_at(chat, self.paused_retry_s)
             return
         if first and self.admins:
             try:

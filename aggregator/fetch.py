@@ -140,6 +140,7 @@ NO_VALIDATORS = Validators()
 
 # The most of an unneeded body read to keep its connection (see _drain).
 _DRAIN_LIMIT = 64 * 1024
+_DRAIN_S = 1.0
 
 
 @dataclass
@@ -304,8 +305,11 @@ class Fetcher:
                 await _drain(response)
                 retry_after_s = None
                 if status in _RETRY_AFTER_STATUSES:
+                    # A date is measured against the server's own clock (its Date header)
+                    # when it gives one: ours may be off by more than the wait.
+                    server_now = parse_http_date(response.headers.get("date"))
                     retry_after_s = parse_retry_after(
-                        response.headers.get("retry-after"), datetime.now(UTC)
+                        response.headers.get("retry-after"), server_now or datetime.now(UTC)
                     )
                 raise HTTPStatusError(status, retry_after_s=retry_after_s, note=note)
             body = await self._read_body(response, note)
@@ -339,11 +343,17 @@ async def _drain(response: httpx.Response) -> None:
     small, so that the connection goes back to the pool: closed unread, httpcore drops it, and
     each poll of an unchanged feed paid for a new TCP connection (measured: 225 connects for
     300 polls of a 304-answering farm, about a third of their CPU)."""
+    # Best effort: the answer (its status, its Retry-After) is already known, and a body that
+    # breaks off or crawls must not turn it into a network error.
     read = 0
-    async for raw in response.aiter_raw():
-        read += len(raw)
-        if read > _DRAIN_LIMIT:
-            return  # not worth reading on: aclose drops the connection instead
+    try:
+        async with asyncio.timeout(_DRAIN_S):
+            async for raw in response.aiter_raw():
+                read += len(raw)
+                if read > _DRAIN_LIMIT:
+                    return  # not worth reading on: aclose drops the connection instead
+    except (TimeoutError, httpx.HTTPError):
+        return
 
 
 class _BoundedDecoder:

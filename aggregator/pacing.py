@@ -101,6 +101,7 @@ class Gate:
         self._overall = _Window(self.limits.overall)
         self._chats: dict[str, _Window] = {}
         self._answered = asyncio.Event()
+        self._closed = False
 
     def _window(self, chat: str) -> _Window:
         window = self._chats.get(chat)
@@ -115,7 +116,7 @@ class Gate:
         while True:
             now = time.monotonic()
             free_at = max(chat_window.free_at(now), self._overall.free_at(now))
-            if free_at <= now:
+            if free_at <= now or self._closed:  # closed: the caller checks why, and stops
                 break
             self._answered.clear()
             with contextlib.suppress(TimeoutError):
@@ -152,6 +153,11 @@ class Gate:
         self._overall.done.extend(
             sorted(t for t in overall if now - t < self.limits.overall.window_s)
         )
+
+    def close(self) -> None:
+        """Let every waiting send through at once, for shutdown (it must not send then)."""
+        self._closed = True
+        self._answered.set()
 
     def room(self, chat: str) -> int:
         """How many more sends the chat's window takes right now."""

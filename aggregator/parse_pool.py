@@ -51,10 +51,13 @@ def _start_worker(daemon_pid: int) -> None:
 class ParsePool:
     """An awaitable ``parse_feed`` (a pipeline ``FeedParser``) run in worker processes."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, timeout_s: float = 60.0) -> None:
         if workers < 1:
             raise ValueError("a parse pool needs at least one worker")
         self.workers = workers
+        # A document that keeps a worker busy this long is given up, and the worker killed: a
+        # parse that never ends would otherwise stop its feed's polls for good.
+        self.timeout_s = timeout_s
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -88,7 +91,14 @@ class ParsePool:
         for attempt in (1, 2):
             pool = self._executor()
             try:
-                return await loop.run_in_executor(pool, call)
+                return await asyncio.wait_for(loop.run_in_executor(pool, call), self.timeout_s)
+            except TimeoutError:
+                for worker in list((pool._processes or {}).values()):
+                    worker.kill()  # which one is stuck is not known: start afresh
+                self._replace(pool)
+                raise ParseError(
+                    f"parsing took over {self.timeout_s:g} s; the document was given up"
+                ) from None
             except BrokenProcessPool:
                 self._replace(pool)
                 event(

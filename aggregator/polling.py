@@ -34,6 +34,8 @@ LEARN_WINDOW_S = 7 * 86_400.0
 MAX_ITEM_TIMES = 50
 # A fetch with at least this many items, all of them new, probably missed some in between.
 GAP_MIN_ITEMS = 10
+# A Retry-After shorter than this is ignored (normal backoff applies).
+MIN_RETRY_AFTER_S = 1.0
 # Without a limit a broken Retry-After ("99999999") would park a feed for years.
 MAX_RETRY_AFTER_S = 7 * 86_400.0
 # Default lower bound when [polling] min_interval is not set; a configured interval that is
@@ -180,10 +182,16 @@ def after_failure(
 ) -> Decision:
     """Next poll after ``failures`` failures in a row (this one included)."""
     interval = interval_s if interval_s is not None else bounds.start_s
-    if retry_after_s is not None:
-        # The server said exactly when: no jitter, no rounding, no floor.
-        return Decision(min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S), interval, "retry-after")
     cap = max(bounds.max_backoff_s, interval)
+    # The server said exactly when: no jitter and no rounding. Except for a wait under a
+    # second ("Retry-After: 0", or a date our clock has passed), which says nothing and, on
+    # every answer, would have us ask again the moment each one arrives; and except once the
+    # feed is suspended, when it never makes us ask more often than the suspension does.
+    if retry_after_s is not None and retry_after_s >= MIN_RETRY_AFTER_S:
+        wait = min(retry_after_s, MAX_RETRY_AFTER_S)
+        if is_suspended(failures, bounds):
+            wait = max(wait, cap)
+        return Decision(wait, interval, "retry-after")
     # 2**failures overflows float for absurd counts; the cap is reached long before.
     backoff = cap if failures >= 60 else min(cap, interval * 2.0 ** max(failures, 1))
     reason = "suspended" if is_suspended(failures, bounds) else "backoff"

@@ -254,12 +254,23 @@ def _delivery_error(exc: TelegramError) -> DeliveryError:
             return MarkupRejected(redact(exc.message))
         if "message is too long" in text:
             return MessageTooLong(redact(exc.message))
-        if "chat not found" in text or "not enough rights" in text:
+        if any(phrase in text for phrase in _CANNOT_POST):
             return ChatUnavailable(redact(exc.message))
         return DeliveryError(redact(exc.message))
     if isinstance(exc, TimedOut | NetworkError):
         return TransientError(redact(exc.message or type(exc).__name__))
     return TransientError(redact(exc.message))
+
+
+# 400s that mean the bot may not post in that chat (rights taken away, not a member): the
+# chat is paused like a 403, not its alerts given up one by one.
+_CANNOT_POST = (
+    "chat not found",
+    "not enough rights",
+    "need administrator rights",
+    "have no rights to send",
+    "chat_write_forbidden",
+)
 
 
 class ConsoleSender:

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from telegram.error import BadRequest
 
 from aggregator.deliver import Deliverer
 from aggregator.store import OutboxEntry, Store
-from aggregator.telegram_api import TelegramSender
+from aggregator.telegram_api import ChatUnavailable, TelegramSender, _delivery_error
 from tests.conftest import TOKEN
 from tests.servers.fake_telegram import FakeTelegram
 
@@ -188,4 +189,37 @@ async def test_a_chat_paused_before_a_restart_is_reported_paused_after_it(
     with Store.open(tmp_path / "state.json") as store:
         deliverer = Deliverer(store, sender)
         assert deliverer.paused_chats == {"4242": "Forbidden: bot was blocked"}
+        await deliverer.aclose()
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "Bad Request: chat not found",
+        "Bad Request: need administrator rights in the channel chat",
+        "Bad Request: have no rights to send a message",
+        "Bad Request: CHAT_WRITE_FORBIDDEN",
+    ],
+)
+def test_400s_that_mean_the_bot_may_not_post_pause_the_chat(description: str) -> None:
+    # Giving such a chat's alerts up one by one would lose every alert while an admin fixes
+    # the bot's rights; pausing keeps them for paused_keep.
+    assert isinstance(_delivery_error(BadRequest(description)), ChatUnavailable)
+
+
+async def test_a_chat_given_up_on_is_still_retried_and_gets_new_alerts_once_open(
+    tmp_path: Path, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    telegram.forbid("4545")
+    with Store.open(tmp_path / "state.json") as store:
+        store.commit(alerts=[_entry(1, "4545")])
+        deliverer = Deliverer(store, sender, paused_retry_s=0.2, paused_keep_s=0.0)
+        deliverer.wake()
+        assert await asyncio.to_thread(telegram.wait_until, lambda: bool(telegram.attempts), 5)
+        assert await asyncio.to_thread(telegram.wait_until, lambda: not store.pending(), 5)
+        assert deliverer.stats["failed"] == 1, "the old alert was given up"
+        telegram.clear_faults()  # the user unblocked the bot weeks later
+        store.commit(alerts=[_entry(2, "4545")])
+        deliverer.wake()
+        assert await asyncio.to_thread(telegram.wait_for_messages, 1, 5, chat_id="4545")
         await deliverer.aclose()

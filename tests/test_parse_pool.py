@@ -60,6 +60,18 @@ async def test_a_dead_worker_is_replaced_and_the_feed_still_parses(pool: ParsePo
     assert pool._pool is not executor, "a new pool took over"
 
 
+async def test_a_parse_that_takes_too_long_is_given_up_and_its_worker_replaced() -> None:
+    # A stand-in for a document that keeps feedparser busy for ever: a deadline no parse meets.
+    pool = ParsePool(1, timeout_s=0.001)
+    try:
+        with pytest.raises(ParseError, match=r"parsing took over 0.001 s"):
+            await pool(SAMPLE.read_bytes(), feed_name="sample")
+        pool.timeout_s = 60.0
+        assert (await pool(SAMPLE.read_bytes(), feed_name="sample")).items
+    finally:
+        pool.close()
+
+
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         ParsePool(0)

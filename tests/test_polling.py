@@ -98,7 +98,7 @@ def test_floors_hold_under_jitter_and_jitter_spreads_feeds() -> None:
     assert len({round(d) for d in delays}) > 150  # no two feeds in lockstep
 
 
-@pytest.mark.parametrize("retry_after", [0.0, 7.0, 120.0, 5 * HOUR])
+@pytest.mark.parametrize("retry_after", [1.0, 7.0, 137.0, 5 * HOUR])
 def test_retry_after_is_obeyed_exactly(retry_after: float) -> None:
     jittery = PollBounds.resolve(
         interval_s=10 * MIN, min_interval_s=MIN, max_interval_s=HOUR, jitter=0.5
@@ -108,6 +108,25 @@ def test_retry_after_is_obeyed_exactly(retry_after: float) -> None:
     )
     assert decision.delay_s == retry_after
     assert decision.reason == "retry-after"
+
+
+@pytest.mark.parametrize("retry_after", [0.0, 0.5, -30.0])
+def test_a_retry_after_under_a_second_is_ignored_not_a_tight_loop(retry_after: float) -> None:
+    # "Retry-After: 0" on every answer (or a date our clock has passed) says nothing.
+    decision = after_failure(
+        failures=1, interval_s=5 * MIN, bounds=BOUNDS, retry_after_s=retry_after
+    )
+    assert decision.reason == "backoff"
+    assert decision.delay_s >= 5 * MIN
+
+
+def test_a_suspended_feed_waits_at_least_the_suspension_whatever_retry_after_says() -> None:
+    failures = BOUNDS.suspend_after
+    cap = after_failure(failures=failures, interval_s=5 * MIN, bounds=BOUNDS).interval_s
+    decision = after_failure(
+        failures=failures, interval_s=5 * MIN, bounds=BOUNDS, retry_after_s=2.0
+    )
+    assert decision.delay_s >= max(BOUNDS.max_backoff_s, cap)
 
 
 def test_backoff_grows_and_caps_then_suspends() -> None:
