@@ -221,32 +221,33 @@ class Fetcher:
         still_permanent = True
         seen = {str(current)}
         redirects = 0
-        async with self._in_flight:
-            deadline: float | None = None
-            started = 0.0
-            while True:
-                note = f" (after redirect to {current})" if redirects else ""
-                async with self._hosts.for_url(current):
-                    # The deadline starts once a slot is ours: waiting behind other feeds for
-                    # the same host is not the server's fault.
-                    if deadline is None:
-                        deadline = loop.time() + self.limits.deadline_s
-                        started = time.monotonic()
-                    answer = await self._exchange_before(deadline, current, validators, note)
-                if isinstance(answer, _Final):
-                    break
-                target = _redirect_target(current, answer, note)
-                if answer.status in _PERMANENT_REDIRECT_STATUSES and still_permanent:
-                    permanent_redirect = str(target)
-                else:
-                    still_permanent = False
-                if str(target) in seen:
-                    raise FetchError("redirect loop (a redirect led back to an earlier URL)")
-                redirects += 1
-                if redirects > self.limits.max_redirects:
-                    raise FetchError(f"too many redirects ({self.limits.max_redirects})")
-                seen.add(str(target))
-                current = target
+        deadline: float | None = None
+        started = 0.0
+        while True:
+            note = f" (after redirect to {current})" if redirects else ""
+            # The host's slot first, then one of the overall ones: a feed waiting its turn at
+            # a busy host must not hold an overall slot that a feed on another host could use.
+            async with self._hosts.for_url(current), self._in_flight:
+                # The deadline starts once the slots are ours: waiting behind other feeds is
+                # not the server's fault.
+                if deadline is None:
+                    deadline = loop.time() + self.limits.deadline_s
+                    started = time.monotonic()
+                answer = await self._exchange_before(deadline, current, validators, note)
+            if isinstance(answer, _Final):
+                break
+            target = _redirect_target(current, answer, note)
+            if answer.status in _PERMANENT_REDIRECT_STATUSES and still_permanent:
+                permanent_redirect = str(target)
+            else:
+                still_permanent = False
+            if str(target) in seen:
+                raise FetchError("redirect loop (a redirect led back to an earlier URL)")
+            redirects += 1
+            if redirects > self.limits.max_redirects:
+                raise FetchError(f"too many redirects ({self.limits.max_redirects})")
+            seen.add(str(target))
+            current = target
 
         headers = answer.headers
         if answer.status == 304:

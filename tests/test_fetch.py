@@ -548,6 +548,26 @@ async def test_global_in_flight_limit_queues_outside_the_deadline(server: FeedSe
     assert server.max_in_flight("/g/") == 2
 
 
+async def test_feeds_queued_for_a_busy_host_leave_the_overall_slots_to_other_hosts(
+    server: FeedServer,
+) -> None:
+    # Three feeds on a host that holds its answers, one slot per host, two overall: the two
+    # waiting their turn at the busy host must not take the slot the other host's feed needs.
+    limits = FetchLimits(max_in_flight=2, max_per_host=1, deadline_s=10)
+    server.add("/held.xml", RSS)
+    server.add_fault("/held.xml", "hold")
+    server.add("/free.xml", RSS)
+    other_host = server.url_for("/free.xml").replace("127.0.0.1", "localhost")
+    async with Fetcher(limits, user_agent=UA) as fetcher:
+        held = [asyncio.create_task(fetcher.fetch(server.url_for("/held.xml"))) for _ in "abc"]
+        assert await asyncio.to_thread(server.wait_for_requests, "/held.xml", 1, 5)
+        free = await asyncio.wait_for(fetcher.fetch(other_host), 5)
+        assert free.body == RSS
+        assert not any(task.done() for task in held), "the busy host is still answering"
+        server.release("/held.xml")
+        assert [r.status for r in await asyncio.gather(*held)] == [200, 200, 200]
+
+
 async def test_deadline_does_not_count_time_queued_for_the_host(server: FeedServer) -> None:
     limits = FetchLimits(deadline_s=0.8, max_per_host=1)
     server.add("/slow.xml", RSS)
