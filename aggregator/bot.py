@@ -198,6 +198,8 @@ class Bot:
             except StoreError as exc:
                 event(log, logging.ERROR, "cannot save a subscription", error=str(exc))
                 return "Sorry, I could not save that just now. Please try again later."
+        if not update.private:
+            return None  # in a group it may well be another bot's: stay quiet
         return f"Unknown command /{html.escape(command)}. /help lists what I can do."
 
     def _admin(self, command: str, argument: str) -> str:

@@ -210,6 +210,9 @@ class TelegramSender:
                 incoming.append(Incoming(update.update_id, "", False, None, ""))
                 continue
             user = message.from_user
+            if not self._for_this_bot(message.text):
+                incoming.append(Incoming(update.update_id, "", False, None, ""))
+                continue
             incoming.append(
                 Incoming(
                     update_id=update.update_id,
@@ -220,6 +223,13 @@ class TelegramSender:
                 )
             )
         return incoming
+
+    def _for_this_bot(self, text: str) -> bool:
+        """False for "/command@OtherBot": in a group, that is another bot's command."""
+        head = text.split(maxsplit=1)[0] if text.strip() else ""
+        if not head.startswith("/") or "@" not in head:
+            return True
+        return head.split("@", 1)[1].lower() == (self._bot.username or "").lower()
 
     async def set_commands(self, commands: list[tuple[str, str]]) -> None:
         """The command menu Telegram shows users."""

@@ -145,6 +145,22 @@ async def test_admin_commands(running: Running) -> None:
     )
 
 
+async def test_in_a_group_other_bots_commands_and_unknown_ones_get_no_answer(
+    running: Running,
+) -> None:
+    deliverer = running.svc.deliverer
+    assert deliverer is not None
+    for text in ("/pause@OtherBot", "/frobnicate"):
+        running.telegram.push_update(
+            text=text, chat_id=GROUP, user_id=ADMIN, chat_type="supergroup"
+        )
+    # Updates are answered in order: once this one is, the two before it were handled.
+    status = await running.ask("/status@fake_test_bot", user=ADMIN, chat=GROUP)
+    assert "Delivery: running" in status
+    assert not deliverer.all_paused, "another bot's /pause paused nothing here"
+    assert len(running.telegram.sent_to(GROUP)) == 1
+
+
 def _alert(chat: str) -> OutboxEntry:
     return OutboxEntry(
         id=f"held-{chat}",
