@@ -237,6 +237,8 @@ class Deliverer:
         self._follow_moves()
         chats = {entry.chat for entry in self._store.pending()}
         chats |= {edit.chat for edit in self._store.pending_edits()}
+        for chat in [c for c, task in self._workers.items() if task.done()]:
+            del self._workers[chat]  # a chat that once had alerts needs no task kept
         for chat in chats:
             task = self._workers.get(chat)
             if chat not in self._paused and (task is None or task.done()):
@@ -419,6 +421,8 @@ class Deliverer:
         while not self._stop.is_set() and not self._all_paused:
             planned = self._plan(chat, time.time())
             if planned is None:
+                # Its backlog is gone: a digest refused once no longer keeps later ones off.
+                self._unpacked.discard(chat)
                 return
             if isinstance(planned, float):
                 self._wake_at(chat, planned - time.time())

@@ -93,6 +93,10 @@ class _Window:
         return math.inf  # full of sends still under way: wait for an answer
 
 
+# How many chats' windows the gate keeps before it forgets the idle ones.
+_SWEEP_AT = 10_000
+
+
 class Gate:
     """Holds sends until Telegram's limits have room; one per event loop, shared by all sends."""
 
@@ -106,8 +110,17 @@ class Gate:
     def _window(self, chat: str) -> _Window:
         window = self._chats.get(chat)
         if window is None:
+            if len(self._chats) >= _SWEEP_AT:
+                self._sweep()
             window = self._chats[chat] = _Window(self.limits.for_chat(chat))
         return window
+
+    def _sweep(self) -> None:
+        """Forget the windows of chats with nothing in them (a bot answers many users once)."""
+        now = time.monotonic()
+        for chat, window in list(self._chats.items()):
+            if not window.in_flight and window.free_at(now) <= now and not window.done:
+                del self._chats[chat]
 
     @contextlib.asynccontextmanager
     async def slot(self, chat: str) -> AsyncIterator[None]:

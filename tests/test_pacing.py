@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregator import pacing
 from aggregator.compose import compose_alert
 from aggregator.deliver import Deliverer
 from aggregator.models import Item, WatchlistMatch
@@ -188,3 +189,17 @@ def _entry(entry_id: str, chat: str, now: float) -> OutboxEntry:
         feed="f",
         created_at=now,
     )
+
+
+async def test_the_gate_forgets_idle_chats_but_not_one_with_a_recent_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bot that answers thousands of users once must not keep a window for each for ever.
+    monkeypatch.setattr(pacing, "_SWEEP_AT", 3)
+    gate = Gate(Limits(private=Rate(1, 60.0)))
+    async with gate.slot("1001"):
+        pass  # a send: its window stays full for a minute
+    for chat in ("1002", "1003", "1004", "1005"):
+        assert gate.room(chat) == 1
+    assert gate.room("1001") == 0, "the recent send still counts"
+    assert len(gate._chats) <= 3
