@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomlkit
 
 from aggregator.compose import MessageOptions
 from aggregator.config import LoadedConfig, validate_config
@@ -381,3 +384,43 @@ async def test_daemon_obeys_retry_after_and_stops_a_gone_feed(
     first, second = [r.monotonic for r in server.requests if r.path == "/slow.xml"][:2]
     assert 2.0 <= second - first < 2.5  # Retry-After: 2, to the second
     assert server.request_count("/gone.xml") == 1
+
+
+async def test_reload_after_the_admin_removes_a_gone_feed(
+    tmp_path: Path, server: FeedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The notice says to remove a 410 feed from the config; doing so and reloading must work
+    (after a restart the gone feed has no job to remove) and schedule the feeds added in the
+    same edit."""
+    server.add("/news.xml", rss(3))
+    server.add("/added.xml", rss(3))
+    server.add_fault("/gone.xml", "status", code=410)
+    data = config_for(server.url_for("/news.xml"))
+    data["feeds"].append({"name": "gone", "url": server.url_for("/gone.xml")})
+    data["storage"] = {"path": str(tmp_path / "daemon.json")}
+    config_file = tmp_path / "config.toml"
+    config, _ = validate_config(data)
+    loaded = LoadedConfig(config=config, path=config_file)
+    caplog.set_level(logging.INFO, logger="aggregator.daemon")
+    for run_number in (1, 2):  # the second run starts knowing the feed is gone
+        daemon = Daemon(loaded, None)
+        run = asyncio.create_task(daemon.run())
+        try:
+            assert await asyncio.to_thread(server.wait_for_requests, "/news.xml", run_number, 10)
+            if run_number == 2:
+                assert server.request_count("/gone.xml") == 1, "not polled again"
+                data["feeds"] = [
+                    data["feeds"][0],
+                    {"name": "added", "url": server.url_for("/added.xml")},
+                ]
+                config_file.write_text(tomlkit.dumps(data), encoding="utf-8")
+                # Once: its handler is in place (the daemon polls), and a second reload would
+                # hide a first that failed half way.
+                os.kill(os.getpid(), signal.SIGHUP)
+                assert await asyncio.to_thread(server.wait_for_requests, "/added.xml", 1, 10)
+                assert any(r.getMessage() == "config reloaded" for r in caplog.records)
+            else:
+                assert await asyncio.to_thread(server.wait_for_requests, "/gone.xml", 1, 10)
+        finally:
+            daemon.stop()
+            assert await asyncio.wait_for(run, 10) == 0
