@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from aggregator.store import Store
+from aggregator.telegram_api import TelegramSender
 from tests.servers.fake_telegram import FakeTelegram
 from tests.servers.feed_server import FeedServer
 
@@ -28,6 +30,21 @@ def telegram() -> Iterator[FakeTelegram]:
     """A fake Telegram Bot API on 127.0.0.1 that records what it received."""
     with FakeTelegram(token=TOKEN) as fake:
         yield fake
+
+
+@pytest.fixture
+async def sender(telegram: FakeTelegram) -> AsyncIterator[TelegramSender]:
+    """The real Bot API client, talking to ``telegram``."""
+    real = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
+    yield real
+    await real.aclose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh store in the test's folder."""
+    with Store.open(tmp_path / "state.json") as opened:
+        yield opened
 
 
 def _toml(value: object) -> str:

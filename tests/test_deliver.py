@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from aggregator.deliver import Deliverer, split_text
 from aggregator.store import EditEntry, OutboxEntry, Store
 from aggregator.telegram_api import Outgoing, TelegramSender
-from tests.conftest import TOKEN
 from tests.servers.fake_telegram import FakeTelegram
 
 
@@ -28,19 +23,6 @@ def _entry(n: int, chat: str, text: str | None = None) -> OutboxEntry:
         feed="f",
         created_at=time.time(),
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    with Store.open(tmp_path / "state.json") as opened:
-        yield opened
-
-
-@pytest.fixture
-async def sender(telegram: FakeTelegram) -> AsyncIterator[TelegramSender]:
-    real = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
-    yield real
-    await real.aclose()
 
 
 def _queue(store: Store, *entries: OutboxEntry) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,6 @@ def _entry(n: int, chat: str, text: str | None = None) -> OutboxEntry:
         feed="f",
         created_at=time.time(),
     )
-
-
-@pytest.fixture
-async def sender(telegram: FakeTelegram) -> AsyncIterator[TelegramSender]:
-    real = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
-    yield real
-    await real.aclose()
 
 
 async def test_migrated_group_keeps_its_new_id_after_a_restart(

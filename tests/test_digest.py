@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from aggregator.models import Item, WatchlistMatch
 from aggregator.quiet import QuietHours, parse_quiet_hours
 from aggregator.store import OutboxEntry, Store
 from aggregator.telegram_api import TelegramSender
-from tests.conftest import TOKEN
 from tests.servers.fake_telegram import FakeTelegram, parse_telegram_html
 
 
@@ -68,13 +66,6 @@ def test_digest_is_valid_html_under_the_limit_and_short_when_needed() -> None:
         assert len(digest.plain.encode("utf-16-le")) // 2 <= 4096
     assert "matched" not in brief(entries[0].plain)
     assert "#night" in brief(entries[0].plain) and "news.example/0" in brief(entries[0].plain)
-
-
-@pytest.fixture
-async def sender(telegram: FakeTelegram) -> AsyncIterator[TelegramSender]:
-    real = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
-    yield real
-    await real.aclose()
 
 
 async def test_quiet_hours_hold_alerts_then_send_one_digest(

@@ -51,12 +51,6 @@ def limited() -> Iterator[FakeTelegram]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    with Store.open(tmp_path / "state.json") as opened:
-        yield opened
-
-
-@pytest.fixture
 async def sender(limited: FakeTelegram) -> AsyncIterator[TelegramSender]:
     real = TelegramSender(api_url=limited.api_url, token=TOKEN, timeout_s=5)
     yield real
