@@ -708,21 +708,17 @@ class Deliverer:
                 alert=label,
                 error=str(exc),
             )
-            return await self._send_plain(chat, plain, disable_preview)
+            return await self._send_plain(chat, plain, disable_preview, label)
         except MessageTooLong:
             event(
                 log, logging.WARNING, "message too long; sending it split", chat=chat, alert=label
             )
             pieces = html_pieces(html_text) if html else None
             if pieces is None:
-                return await self._send_plain(chat, plain, disable_preview)
-            first: int | None = None
-            for piece in pieces:
-                message_id = await self._sender.send(
-                    Outgoing(chat, piece, html=True, disable_preview=disable_preview)
-                )
-                first = first if first is not None else message_id
-            return first
+                return await self._send_plain(chat, plain, disable_preview, label)
+            preview = disable_preview
+            outgoing = [Outgoing(chat, p, html=True, disable_preview=preview) for p in pieces]
+            return await self._send_pieces(outgoing, label)
 
     async def _edit(self, edit: EditEntry, message_id: int) -> None:
         html = self._sender.wants_html
@@ -750,14 +746,56 @@ class Deliverer:
                 message_id,
             )
 
-    async def _send_plain(self, chat: str, plain: str, disable_preview: bool) -> int | None:
-        first: int | None = None
-        for piece in split_text(plain):
-            message_id = await self._sender.send(
-                Outgoing(chat, piece, html=False, disable_preview=disable_preview)
-            )
-            first = first if first is not None else message_id
+    async def _send_plain(
+        self, chat: str, plain: str, disable_preview: bool, label: str = ""
+    ) -> int | None:
+        pieces = split_text(plain)
+        preview = disable_preview
+        outgoing = [Outgoing(chat, p, html=False, disable_preview=preview) for p in pieces]
+        return await self._send_pieces(outgoing, label)
+
+    async def _send_pieces(self, pieces: list[Outgoing], label: str) -> int | None:
+        """Send one alert as several messages; the id of the first.
+
+        A failure of the first raises, so the alert is retried as usual. Once the first is
+        out, the alert counts as sent: a retry would repeat the pieces already delivered, so a
+        later piece that fails is logged (after one wait, if Telegram asked for one) and the
+        next one sent.
+        Each piece after the first is counted against the chat's limits.
+        """
+        if not pieces:
+            return None
+        first = await self._sender.send(pieces[0])
+        for number, piece in enumerate(pieces[1:], start=2):
+            if self.gate is not None:
+                self.gate.count_extra(piece.chat)
+            for attempt in (1, 2):
+                try:
+                    await self._sender.send(piece)
+                    break
+                except RetryLater as exc:
+                    if attempt == 2:
+                        self._piece_lost(piece.chat, label, number, len(pieces), exc)
+                    else:
+                        await self._wait(exc.retry_after_s)
+                except DeliveryError as exc:
+                    self._piece_lost(piece.chat, label, number, len(pieces), exc)
+                    break  # on to the next part
         return first
+
+    def _piece_lost(
+        self, chat: str, label: str, number: int, count: int, error: DeliveryError
+    ) -> None:
+        self.stats["pieces_lost"] += 1
+        event(
+            log,
+            logging.ERROR,
+            "part of a split alert could not be sent; the rest was",
+            chat=chat,
+            alert=label,
+            part=f"{number}/{count}",
+            error=str(error),
+        )
 
     async def send_now(self, message: Outgoing) -> bool:
         """Send a message that is not an alert (a bot command's answer) at once, within the

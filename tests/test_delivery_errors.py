@@ -19,7 +19,7 @@ from telegram.error import BadRequest
 
 from aggregator.deliver import Deliverer
 from aggregator.store import OutboxEntry, Store
-from aggregator.telegram_api import ChatUnavailable, TelegramSender, _delivery_error
+from aggregator.telegram_api import ChatUnavailable, Outgoing, TelegramSender, _delivery_error
 from tests.conftest import TOKEN
 from tests.servers.fake_telegram import FakeTelegram
 
@@ -215,3 +215,35 @@ async def test_a_chat_given_up_on_is_still_retried_and_gets_new_alerts_once_open
         deliverer.wake()
         assert await asyncio.to_thread(telegram.wait_for_messages, 1, 5, chat_id="4545")
         await deliverer.aclose()
+
+
+async def test_a_split_alert_whose_later_part_fails_is_not_sent_again(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retrying the whole alert would repeat the parts already delivered: once the first part
+    # is out, a part that fails is logged and counted instead.
+    class SecondPartRefused(TelegramSender):
+        calls = 0
+
+        async def send(self, message: Outgoing) -> int | None:
+            self.calls += 1
+            if self.calls == 3:  # the whole message, part 1, then part 2
+                telegram.fail_next(1, status=400, chat_id="@long_chat", body="json")
+            return await super().send(message)
+
+    caplog.set_level(logging.ERROR, logger="aggregator.deliver")
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # three parts
+    sender = SecondPartRefused(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
+    try:
+        with Store.open(tmp_path / "state.json") as store:
+            store.commit(alerts=[_entry(1, "@long_chat", "\n".join(lines))])
+            deliverer = Deliverer(store, sender)
+            assert await deliverer.drain(10) == 0
+            assert store.pending() == []
+    finally:
+        await sender.aclose()
+    sent = telegram.sent_to("@long_chat")
+    assert len(sent) == 2, "parts 1 and 3; part 1 was not sent again"
+    assert deliverer.stats["pieces_lost"] == 1
+    lost = [r for r in caplog.records if r.getMessage().startswith("part of a split alert")]
+    assert [r.__dict__["fields"]["part"] for r in lost] == ["2/3"]
