@@ -1,6 +1,7 @@
 """One feed, one pass: fetch → parse → identify → match → cluster → compose → outbox.
 
-The only await points are the fetch and the parse (run in a worker thread). The seen-check and
+The only await points are the fetch and the parse (off the event loop: in the daemon's parse
+worker processes, or a thread with parse_workers = 0). The seen-check and
 the store commit that marks items seen and queues their alerts run after the last await with no
 await between them, so two feeds carrying the same link can never both alert it, and two
 near-duplicates from two feeds can never both start a story.
@@ -91,7 +92,9 @@ class Runtime:
     on_alerts: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
-    parse: FeedParser = parse_in_thread  # off the event loop (see parse.parse_in_thread)
+    # Off the event loop; the daemon sets its ParsePool here (parse_pool.py) unless
+    # parse_workers is 0.
+    parse: FeedParser = parse_in_thread
 
 
 def outbox_id(key: str, chat: str) -> str:
