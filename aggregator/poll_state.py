@@ -156,9 +156,8 @@ def on_success(
         )
     if state.watching_since is None:
         state.watching_since = now
-    if parsed:
-        floors = [s for s in (ttl_s, update_period_s) if s]
-        state.feed_floor_s = max(floors) if floors else None
+    if parsed:  # a 304 or the same body: the floors of the last parse still hold
+        state.feed_ttl_s, state.feed_update_period_s = ttl_s, update_period_s
     state.item_times = remember_item_times(state.item_times, new_item_times, now)
     gap = is_gap(items, new_items, first_poll=first_poll)
     if gap:
@@ -175,7 +174,8 @@ def on_success(
         watching_since=state.watching_since,
         now=now,
         bounds=bounds_for(config, feed),
-        ttl_s=state.feed_floor_s,
+        ttl_s=state.feed_ttl_s,
+        update_period_s=state.feed_update_period_s,
         http_floor_s=state.http_floor_s,
         previous_interval_s=state.interval_s,
         gap=gap,

@@ -55,7 +55,14 @@ TABLES = (SEEN, FEEDS, PRESENT, OUTBOX, SENT, META, STORIES, EDITS)
 # FeedState fields that a poll which found nothing new changes (see Store.note_poll), and how
 # long such changes may wait in memory before they are written.
 POLL_TIMES = frozenset(
-    {"last_attempt_at", "last_success_at", "next_poll_at", "interval_s", "poll_reason"}
+    {
+        "last_attempt_at",
+        "last_success_at",
+        "next_poll_at",
+        "interval_s",
+        "poll_reason",
+        "http_floor_s",  # Expires minus Date shrinks from one answer to the next
+    }
 )
 POLL_FLUSH_S = 60.0
 
@@ -84,7 +91,8 @@ class FeedState:
     poll_reason: str | None = None  # why that interval: "learned", "ttl floor", "backoff", ...
     watching_since: float | None = None  # first successful poll
     item_times: list[float] = field(default_factory=list)  # when recent items appeared
-    feed_floor_s: float | None = None  # longest of RSS ttl and sy:updatePeriod, last parse
+    feed_ttl_s: float | None = None  # RSS <ttl>, from the last parse
+    feed_update_period_s: float | None = None  # sy:updatePeriod / sy:updateFrequency, likewise
     http_floor_s: float | None = None  # Cache-Control max-age / Expires, last response
     suspended: bool = False  # failed polling.suspend_after times in a row (admins told)
 

@@ -992,6 +992,10 @@ def test_a_poll_that_found_nothing_new_is_kept_in_memory_then_written_once(path:
         assert store.feed_state("f").next_poll_at == 700.0
         assert store.note_poll("f", dataclasses.replace(polled, next_poll_at=760.0), now=130.0)
         assert store.stats().journal_bytes == size
+        # An Expires at a fixed time gives a floor that shrinks from one 304 to the next.
+        shrinking = dataclasses.replace(polled, next_poll_at=760.0, http_floor_s=1200.0)
+        assert store.note_poll("f", shrinking, now=135.0)
+        assert store.stats().journal_bytes == size
         # Anything else changed (here the validator) is not a poll time: commit it.
         assert not store.note_poll("f", dataclasses.replace(polled, etag="e2"), now=140.0)
         assert not store.note_poll("unknown", polled, now=140.0)
