@@ -39,6 +39,10 @@ class Chats:
         """The private chats subscribed to a watchlist, in the order they subscribed."""
         return tuple(self._get(SUBSCRIPTIONS).get(watchlist, ()))
 
+    def all_subscribers(self) -> dict[str, tuple[str, ...]]:
+        """Watchlist -> its subscribers, for every watchlist (one read of the store)."""
+        return {name: tuple(chats) for name, chats in self._get(SUBSCRIPTIONS).items()}
+
     def subscriptions(self, chat: str) -> list[str]:
         """The watchlists a chat is subscribed to, sorted."""
         return sorted(name for name, chats in self._get(SUBSCRIPTIONS).items() if chat in chats)
@@ -75,12 +79,7 @@ class Chats:
 
     def current(self, chat: str) -> str:
         """The id a chat has now, following every recorded move."""
-        moves = self.moves()
-        seen = {chat}
-        while chat in moves and moves[chat] not in seen:
-            chat = moves[chat]
-            seen.add(chat)
-        return chat
+        return follow(self.moves(), chat)
 
     def record_move(self, old: str, new: str) -> None:
         """Durably remember that ``old`` is now ``new``."""
@@ -122,3 +121,12 @@ class Chats:
     def set_delivery_paused(self, paused: bool) -> None:
         """Durably pause (or resume) all delivery."""
         self._store.set_meta(DELIVERY_PAUSED, True if paused else None)
+
+
+def follow(moves: dict[str, str], chat: str) -> str:
+    """The id ``chat`` has now, following ``moves`` (old id -> new id) to the end."""
+    seen = {chat}
+    while chat in moves and moves[chat] not in seen:
+        chat = moves[chat]
+        seen.add(chat)
+    return chat

@@ -173,6 +173,9 @@ class Deliverer:
         self._stop = asyncio.Event()
         self.fatal: DeliveryError | None = None
         self.stats: Counter[str] = Counter()
+        # New alerts are routed to a moved group's new id by the pipeline; this catches those
+        # left at the old id by a stop between recording a move and moving its alerts.
+        self._follow_moves()
 
     @classmethod
     def from_config(
@@ -234,8 +237,7 @@ class Deliverer:
         """Start a worker for every chat that has pending alerts or edits and none running."""
         if self._stop.is_set() or self.fatal or self._all_paused:
             return
-        self._follow_moves()
-        chats = {entry.chat for entry in self._store.pending()}
+        chats = set(self._store.chats_with_pending())
         chats |= {edit.chat for edit in self._store.pending_edits()}
         for chat in [c for c, task in self._workers.items() if task.done()]:
             del self._workers[chat]  # a chat that once had alerts needs no task kept
@@ -245,12 +247,11 @@ class Deliverer:
                 self._workers[chat] = asyncio.create_task(self._work(chat), name=f"deliver {chat}")
 
     def _follow_moves(self) -> None:
-        """Alerts queued for a group that became a supergroup go to its new id (the config
-        still names the old one, and a restart must not send to it again)."""
+        """Alerts queued for a group that became a supergroup go to its new id."""
         moves = self.chats.moves()
         if not moves:
             return
-        for chat in {entry.chat for entry in self._store.pending()} & moves.keys():
+        for chat in set(self._store.chats_with_pending()) & moves.keys():
             try:
                 self._store.replace_chat(chat, self.chats.current(chat))
             except StoreError as exc:
@@ -596,7 +597,7 @@ class Deliverer:
             self.chats.record_move(chat, new_chat)
             self._store.replace_chat(chat, new_chat)
         except StoreError as exc:
-            # The in-memory move still happens on the next wake; retried then.
+            # The next send to the old id is refused the same way, and this runs again.
             event(log, logging.ERROR, "cannot record the chat's new id", error=str(exc))
         if self.gate is not None:
             self.gate.forget(chat)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from . import poll_state
-from .chats import Chats
+from .chats import Chats, follow
 from .cluster import MAX_SOURCES, Fingerprint, Source, add_source, also_sources, find_story
 from .cluster import fingerprint as story_fingerprint
 from .compose import LINK_MAX, Message, MessageOptions, add_sources, compose_alert
@@ -338,6 +338,7 @@ def _process(
     seen: list[SeenRecord] = []
     entries: dict[str, OutboxEntry] = {}
     stories = _StoryBatch(rt, now, entries)
+    routes = _Routes(rt)
     batch_keys: set[str] = set()
     present: list[str] = []
     new_times: list[float] = []
@@ -357,7 +358,7 @@ def _process(
             and (item.published is None or item.published < oldest)
         ):
             continue  # backfill: older or undated items on a feed's first poll are marked seen
-        _item_alerts(rt, feed, item, keys[0], source, outcome, entries, stories, now)
+        _item_alerts(rt, feed, item, keys[0], source, outcome, entries, stories, routes, now)
     notices += poll_state.on_success(
         state,
         feed,
@@ -415,6 +416,23 @@ def _process(
     return outcome
 
 
+class _Routes:
+    """Where a watchlist's alerts go, read once per pass rather than per item: its channels,
+    followed to the id a group moved to when it became a supergroup (the config may still
+    name the old one), and the private chats that subscribed through the bot."""
+
+    def __init__(self, rt: Runtime) -> None:
+        chats = Chats(rt.store)
+        self._moves = chats.moves()
+        self._subscribers = chats.all_subscribers()
+        self.watchlists = {w.name: w for w in rt.loaded.config.watchlists}
+
+    def chats(self, watchlist: WatchlistSettings) -> tuple[str, ...]:
+        subscribers = self._subscribers.get(watchlist.name, ()) if watchlist.subscribable else ()
+        targets = (*watchlist.channels, *subscribers)
+        return tuple(dict.fromkeys(follow(self._moves, chat) for chat in targets))
+
+
 def _item_alerts(
     rt: Runtime,
     feed: FeedSettings,
@@ -424,11 +442,11 @@ def _item_alerts(
     outcome: FeedOutcome,
     entries: dict[str, OutboxEntry],
     stories: _StoryBatch,
+    routes: _Routes,
     now: float,
 ) -> None:
     """Match one new item, join it to its story, and queue its alerts in chats without it."""
     matches = rt.matcher.match(item.fields(), feed=feed.name, feed_tags=feed.tags)
-    by_name = {w.name: w for w in rt.loaded.config.watchlists}
     item_print = (
         story_fingerprint(item) if stories.enabled else Fingerprint(frozenset(), frozenset())
     )
@@ -441,12 +459,9 @@ def _item_alerts(
         outcome.joined += 1
     messages: dict[str, StoryMessage] = {}
     for match in matches:
-        watchlist: WatchlistSettings = by_name[match.watchlist]
-        # Its channels, and the private chats that subscribed through the bot.
-        targets = watchlist.channels + (
-            Chats(rt.store).subscribers(watchlist.name) if watchlist.subscribable else ()
-        )
-        chats = tuple(c for c in dict.fromkeys(targets) if story is None or c not in story.messages)
+        watchlist = routes.watchlists[match.watchlist]
+        targets = routes.chats(watchlist)
+        chats = tuple(c for c in targets if story is None or c not in story.messages)
         if not chats and targets:
             continue  # every chat of this watchlist has the story already
         options = dataclasses.replace(rt.message_options, link_preview=watchlist.link_preview)
