@@ -131,17 +131,17 @@ def compose_alert(
     # summary longer than the limit can fit, whatever else the message holds.
     longest = min(options.max_summary_chars, TELEGRAM_LIMIT)
     html_text, plain = render(longest)
-    if _utf16_len(plain) > TELEGRAM_LIMIT:
+    if utf16_len(plain) > TELEGRAM_LIMIT:
         # Direction controls and astral characters make units per character vary, so search
         # for the longest summary that fits; `fits` always fits, `too_long` never does.
         fits, too_long = 0, longest
         html_text, plain = render(0)
-        if _utf16_len(plain) > TELEGRAM_LIMIT:  # the caps on the other parts rule this out
+        if utf16_len(plain) > TELEGRAM_LIMIT:  # the caps on the other parts rule this out
             raise RuntimeError(f"alert is over Telegram's limit without summary: {plain[:200]!r}")
         while too_long - fits > 1:
             middle = (fits + too_long) // 2
             candidate = render(middle)
-            if _utf16_len(candidate[1]) <= TELEGRAM_LIMIT:
+            if utf16_len(candidate[1]) <= TELEGRAM_LIMIT:
                 fits, (html_text, plain) = middle, candidate
             else:
                 too_long = middle
@@ -169,7 +169,7 @@ def add_sources(
         html_line, plain_line = _also_line(listed[:count])
         new_plain = f"{plain}\n{plain_line}"
         # `plain` shows everything the HTML shows (and the links too), so fitting it fits both.
-        if _utf16_len(new_plain) <= TELEGRAM_LIMIT:
+        if utf16_len(new_plain) <= TELEGRAM_LIMIT:
             return f"{html_text}\n{html_line}", new_plain
     return html_text, plain
 
@@ -311,7 +311,7 @@ def _safe_href(link: str | None) -> str | None:
     if not link:
         return None
     link = link.strip()
-    if _utf16_len(link) > LINK_MAX or _DROPPED.search(link) or any(ch.isspace() for ch in link):
+    if utf16_len(link) > LINK_MAX or _DROPPED.search(link) or any(ch.isspace() for ch in link):
         return None
     try:
         parts = urlsplit(link)
@@ -500,13 +500,13 @@ def _paragraphs(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
 
 def _cut(text: str, max_units: int) -> str:
     """`text` if it fits in max_units UTF-16 units, else cut at a word with an ellipsis."""
-    if _utf16_len(text) <= max_units:
+    if utf16_len(text) <= max_units:
         return text
     # Room for the ellipsis; an astral character takes two units.
     limit = 0
     units = 0
-    while units + _utf16_len(text[limit]) <= max_units - 1:
-        units += _utf16_len(text[limit])
+    while units + utf16_len(text[limit]) <= max_units - 1:
+        units += utf16_len(text[limit])
         limit += 1
     end = _word_boundary(text, 0, limit)
     return text[:end] + ELLIPSIS if end else ""
@@ -570,6 +570,6 @@ def _wrap(inner: str, span: _Span) -> str:
     return inner
 
 
-def _utf16_len(text: str) -> int:
+def utf16_len(text: str) -> int:
     """Length as Telegram counts it: UTF-16 code units."""
     return len(text.encode("utf-16-le", "surrogatepass")) // 2

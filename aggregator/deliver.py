@@ -362,10 +362,6 @@ class Deliverer:
 
     # -- what to send next --------------------------------------------------------------------
 
-    def _held(self, entry: OutboxEntry, now: float) -> bool:
-        quiet = self.quiet_hours.get(entry.watchlist)
-        return quiet is not None and quiet.is_quiet(now, self.timezone)
-
     def _from_quiet_hours(self, entry: OutboxEntry) -> bool:
         quiet = self.quiet_hours.get(entry.watchlist)
         return quiet is not None and quiet.is_quiet(entry.created_at, self.timezone)
@@ -384,7 +380,11 @@ class Deliverer:
         """The next job for ``chat``; or when its held alerts are released; None: nothing."""
         entries = self._store.pending(chat)
         edits = self._store.pending_edits(chat)[:1]
-        ready = [entry for entry in entries if not self._held(entry, now)]
+        # Each watchlist's quiet hours are looked at once, not once per alert.
+        quiet_now = {
+            name for name, quiet in self.quiet_hours.items() if quiet.is_quiet(now, self.timezone)
+        }
+        ready = [entry for entry in entries if entry.watchlist not in quiet_now]
         if not ready and not edits:
             if not entries:
                 return None
@@ -393,7 +393,11 @@ class Deliverer:
         if edits and (not ready or edits[0].created_at < ready[0].created_at):
             return edits[0]
         if len(ready) > 1 and chat not in self._unpacked:
-            released = [entry for entry in ready if self._from_quiet_hours(entry)]
+            released = (
+                [entry for entry in ready if self._from_quiet_hours(entry)]
+                if self.quiet_hours
+                else []
+            )
             if len(released) > 1:
                 digest = pack(released, len(released), quiet_title)
                 if digest is not None:
@@ -553,21 +557,17 @@ class Deliverer:
         if isinstance(job, EditEntry):
             self.stats["edited"] += 1
         else:
-            entries = [job] if isinstance(job, OutboxEntry) else self._entries(job.ids)
-            self.stats["sent"] += len(entries)
+            created = (job.created_at,) if isinstance(job, OutboxEntry) else job.created_at
+            self.stats["sent"] += len(created)
             if isinstance(job, Digest):
                 self.stats["digests"] += 1
-            for entry in entries:
-                self._metrics.alert_sent(entry.created_at)  # created_at: item first seen
+            for created_at in created:
+                self._metrics.alert_sent(created_at)  # created_at: item first seen
         if chat in self._durably_paused:
             self._durably_paused.discard(chat)
             with contextlib.suppress(StoreError):
                 self.chats.unpause(chat)
             event(log, logging.INFO, "chat takes alerts again", chat=chat)
-
-    def _entries(self, ids: Sequence[str]) -> list[OutboxEntry]:
-        wanted = set(ids)
-        return [entry for entry in self._store.pending() if entry.id in wanted]
 
     def _give_up(self, job: OutboxEntry | EditEntry, error: str) -> None:
         """Log and count an alert (or edit) that will not be sent."""
@@ -838,7 +838,7 @@ class Deliverer:
                     log,
                     logging.ERROR,
                     "cannot record a sent alert; holding delivery",
-                    chat=_chat_of(job),
+                    chat=job.chat,
                     alert=_label(job),
                     error=str(exc),
                     attempts=attempts,
@@ -854,14 +854,10 @@ class Deliverer:
                     log,
                     logging.WARNING,
                     "store writable again; delivery resumes",
-                    chat=_chat_of(job),
+                    chat=job.chat,
                     alert=_label(job),
                     attempts=attempts,
                 )
                 self.store_error = None
                 self._store_writable.set()
             return
-
-
-def _chat_of(job: Job) -> str:
-    return job.chat

@@ -13,7 +13,7 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .compose import TELEGRAM_LIMIT, brief
+from .compose import TELEGRAM_LIMIT, brief, utf16_len
 from .store import OutboxEntry
 
 
@@ -25,7 +25,7 @@ class Digest:
     html: str
     plain: str
     ids: tuple[str, ...]
-    disable_preview: bool = True
+    created_at: tuple[float, ...]  # of each alert, for the delivery-latency metric
 
 
 def backlog_title(count: int) -> str:
@@ -55,12 +55,13 @@ def _greedy(
     html_parts: list[str] = []
     plain_parts: list[str] = []
     ids: list[str] = []
+    created_at: list[float] = []
     # The title grows with the count's digits: check against the longest it can get.
-    head_units = _utf16_len(title(len(entries))) + 2
+    head_units = utf16_len(title(len(entries))) + 2
     plain_units = head_units
     for entry in entries:
         plain = brief(entry.plain) if short else entry.plain
-        added = _utf16_len(plain) + (2 if plain_parts else 0)
+        added = utf16_len(plain) + (2 if plain_parts else 0)
         # `plain` shows everything the HTML shows, plus links: fitting it fits both.
         if plain_units + added > TELEGRAM_LIMIT:
             break
@@ -68,6 +69,7 @@ def _greedy(
         plain_parts.append(plain)
         html_parts.append(brief(entry.text) if short else entry.text)
         ids.append(entry.id)
+        created_at.append(entry.created_at)
     if len(ids) < 2:
         return None
     heading = title(len(ids))
@@ -76,8 +78,5 @@ def _greedy(
         html=f"<b>{html.escape(heading, quote=False)}</b>\n\n" + "\n\n".join(html_parts),
         plain=f"{heading}\n\n" + "\n\n".join(plain_parts),
         ids=tuple(ids),
+        created_at=tuple(created_at),
     )
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2

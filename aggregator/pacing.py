@@ -37,10 +37,6 @@ class Rate:
         if self.count < 1 or self.window_s <= 0:
             raise ValueError(f"a rate needs count >= 1 and a positive window, got {self}")
 
-    def capacity(self, within_s: float) -> int:
-        """How many messages surely go out within ``within_s`` seconds from now, from idle."""
-        return self.count * max(1, math.floor(within_s / self.window_s))
-
     def __str__(self) -> str:
         return f"{self.count}/{self.window_s:g}s"
 
