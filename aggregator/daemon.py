@@ -33,7 +33,7 @@ from .health import assess, stale_after_s, watchdog_ok
 from .logs import event
 from .matching import Matcher
 from .metrics import Gauges, Metrics, serve
-from .notices import admin_entries
+from .notices import queue_admin_notice
 from .parse_pool import ParsePool
 from .pipeline import FeedOutcome, Runtime, poll_feed
 from .status import (
@@ -312,9 +312,7 @@ class Daemon:
         for job in scheduler.get_jobs():
             when = getattr(job, "next_run_time", None)
             next_polls[job.id] = when.timestamp() if when is not None else None
-        queue: dict[str, int] = {}
-        for entry in svc.runtime.store.pending():
-            queue[entry.chat] = queue.get(entry.chat, 0) + 1
+        queue = svc.runtime.store.pending_counts()
         fatal = svc.deliverer.fatal
         return self._tracker.snapshot(
             self._loaded,
@@ -497,14 +495,12 @@ class Daemon:
             return
         lines = [f"{key}: {message}" if key else message for key, message in problems]
         title = f"New config refused ({self._loaded.path.name}); still running the old one"
-        key = f"admin-notice:{time.time_ns()}"
-        entries = admin_entries(admins, title, lines, key=key, now=time.time())
         try:
-            runtime.store.commit(alerts=entries)
+            queued = queue_admin_notice(runtime.store, admins, title, lines)
         except StoreError as exc:
             event(log, logging.ERROR, "cannot queue the notice to admins", error=str(exc))
             return
-        runtime.metrics.alerts_queued(len(entries))
+        runtime.metrics.alerts_queued(queued)
         runtime.on_alerts()
 
     async def _housekeeping(self, runtime: Runtime) -> None:

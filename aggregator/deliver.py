@@ -261,13 +261,15 @@ class Deliverer:
         """How many pending alerts and edits are for chats that are not paused."""
         if self._all_paused:
             return 0
-        jobs: list[OutboxEntry | EditEntry] = [*self._store.pending(), *self._store.pending_edits()]
-        return sum(1 for job in jobs if job.chat not in self._paused)
+        alerts = sum(
+            n for chat, n in self._store.pending_counts().items() if chat not in self._paused
+        )
+        edits = sum(1 for edit in self._store.pending_edits() if edit.chat not in self._paused)
+        return alerts + edits
 
     def queue_depths(self) -> dict[str, int]:
         """Pending alerts per chat."""
-        depths: Counter[str] = Counter(entry.chat for entry in self._store.pending())
-        return dict(depths)
+        return self._store.pending_counts()
 
     async def drain(self, timeout_s: float) -> int:
         """Deliver until nothing deliverable is left or the timeout passes; return how many
@@ -633,7 +635,7 @@ class Deliverer:
             return
         if first and self.admins:
             try:
-                queue_admin_notice(
+                told = queue_admin_notice(
                     self._store,
                     self.admins,
                     f"Cannot post to chat {chat}; its alerts are kept",
@@ -647,6 +649,7 @@ class Deliverer:
             except StoreError as exc:
                 event(log, logging.ERROR, "cannot queue the notice to admins", error=str(exc))
             else:
+                self._metrics.alerts_queued(told)  # counted like every other queued alert
                 self.wake()
         self._wake_at(chat, self.paused_retry_s)
 

@@ -466,6 +466,10 @@ class Store:
         """Chats that have alerts waiting."""
         return [chat for chat, entries in self._outbox_by_chat.items() if entries]
 
+    def pending_counts(self) -> dict[str, int]:
+        """How many alerts wait for each chat (from the index: no entry is built)."""
+        return {chat: len(entries) for chat, entries in self._outbox_by_chat.items() if entries}
+
     def sent_message_id(self, item_key: str, chat: str) -> int | None:
         """The Telegram message id of the latest alert for this item in this chat, for edits."""
         doc_id = self._sent_by_item_chat.get((item_key, chat))
