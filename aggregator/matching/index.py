@@ -220,7 +220,7 @@ def _follow(
         if not (found.startswith(key) if star else found == key):
             return -1
         # A later word's token has an entry of its own (never _NOTHING), so its case is there.
-        if required and not case_allows(required, tokens[index][7]):
+        if required and not case_allows(required, _CASE(tokens[index])):
             return -1
     return index
 
@@ -370,7 +370,7 @@ class TermIndex:
                 checked = list(map(dict.get, map(_CHECKED, firsts), second_keys))
                 for index, entries in compress(zip(maybe_at, checked, strict=True), checked):
                     for term_id, required, later in entries:  # type: ignore[union-attr]
-                        if required and not case_allows(required, tokens[index + 1][7]):
+                        if required and not case_allows(required, _CASE(tokens[index + 1])):
                             continue
                         last = index + 1
                         if later:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Collection, Container, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import chain, compress
-from operator import itemgetter
 from typing import Final
 
 from aggregator.errors import ConfigError
@@ -34,7 +33,6 @@ from aggregator.matching.terms import Term, compile_term
 from aggregator.models import FIELDS, Hit, WatchlistMatch
 
 _FIELD_ORDER: Final = {name: index for index, name in enumerate(FIELDS)}
-_TERM_ID = itemgetter(2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,19 +223,6 @@ def evaluate(node: Node, present: Callable[[str], bool]) -> bool:
     return any(evaluate(child, present) for child in node.children)
 
 
-def witnesses(node: Node, present: Callable[[str], bool]) -> list[str]:
-    """The positive operands present in the parts of a true query that make it true."""
-    if isinstance(node, Leaf):
-        return [node.term] if present(node.term) else []
-    if isinstance(node, Not):
-        return []
-    found: list[str] = []
-    for child in node.children:
-        if evaluate(child, present):
-            found.extend(witnesses(child, present))
-    return found
-
-
 Predicate = Callable[[Set[int]], bool]
 
 
@@ -262,7 +249,8 @@ Witnesses = Callable[[Set[int]], Set[int]]
 
 
 def compile_witnesses(node: Node, term_id: Callable[[str], int]) -> Witnesses:
-    """``witnesses`` as a function of the set of term ids present, returning term ids."""
+    """The ids of the positive operands present in the parts of a true query that make it
+    true, as a function of the set of term ids present."""
     if isinstance(node, Leaf):
         wanted = term_id(node.term)
         alone = frozenset((wanted,))
