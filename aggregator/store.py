@@ -536,7 +536,7 @@ class Store:
             batch.put(OUTBOX, None, asdict(entry))
         if feed is not None and state is not None:
             doc_id = self._feeds.get(feed)
-            value = {"feed": feed, **asdict(state)}
+            value = _feed_doc(feed, state)
             if doc_id is None or self._doc[FEEDS][doc_id] != value:
                 batch.put(FEEDS, doc_id, value)
         if feed is not None and present_keys is not None:
@@ -573,11 +573,7 @@ class Store:
         if doc_id is None or self.readonly:
             return False
         current = self._doc[FEEDS][doc_id]
-        # Not asdict: its deep copy is most of this method's cost, and only lists need one.
-        value: dict[str, Any] = {"feed": feed}
-        for name in _FEED_STATE_FIELDS:
-            field_value = getattr(state, name)
-            value[name] = list(field_value) if isinstance(field_value, list) else field_value
+        value = _feed_doc(feed, state)
         if any(current.get(k) != v for k, v in value.items() if k not in POLL_TIMES):
             return False
         if current != value:
@@ -790,6 +786,16 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _feed_doc(feed: str, state: FeedState) -> dict[str, Any]:
+    """The stored document of a feed's state. Not asdict: its deep copy of every field costs
+    more than the rest of an unchanged poll's bookkeeping, and only lists need a copy."""
+    doc: dict[str, Any] = {"feed": feed}
+    for name in _FEED_STATE_FIELDS:
+        value = getattr(state, name)
+        doc[name] = list(value) if isinstance(value, list) else value
+    return doc
 
 
 def _feed_state(value: dict[str, Any]) -> FeedState:
