@@ -31,7 +31,7 @@ from types import MappingProxyType, TracebackType
 import httpx
 
 from aggregator.errors import BodyTooLargeError, FetchError
-from aggregator.httpdate import parse_http_date
+from aggregator.httpdate import seconds_until
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml, "
@@ -306,11 +306,10 @@ class Fetcher:
                 await _drain(response)
                 retry_after_s = None
                 if status in _RETRY_AFTER_STATUSES:
-                    # A date is measured against the server's own clock (its Date header)
-                    # when it gives one: ours may be off by more than the wait.
-                    server_now = parse_http_date(response.headers.get("date"))
                     retry_after_s = parse_retry_after(
-                        response.headers.get("retry-after"), server_now or datetime.now(UTC)
+                        response.headers.get("retry-after"),
+                        datetime.now(UTC),
+                        date_header=response.headers.get("date"),
                     )
                 raise HTTPStatusError(status, retry_after_s=retry_after_s, note=note)
             body = await self._read_body(response, note)
@@ -409,15 +408,20 @@ class _BoundedDecoder:
                     self._finished = True  # anything after the stream is padding
 
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After value (delta-seconds or HTTP date); None if unusable."""
+def parse_retry_after(
+    value: str | None, now: datetime, *, date_header: str | None = None
+) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP date); None if unusable.
+
+    A date is measured against the response's Date header when there is one (ours may be off
+    by more than the wait), else against ``now``."""
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
         return float(int(value))
-    when = parse_http_date(value)
-    return None if when is None else max(0.0, (when - now).total_seconds())
+    wait = seconds_until(value, date_header, now.timestamp())
+    return None if wait is None else max(0.0, wait)
 
 
 def _parse_url(url: str) -> httpx.URL:

@@ -21,3 +21,14 @@ def parse_http_date(value: str | None) -> datetime | None:
         return when if math.isfinite(when.timestamp()) else None
     except (OverflowError, ValueError, OSError):
         return None
+
+
+def seconds_until(value: str | None, date_header: str | None, now: float) -> float | None:
+    """Seconds from the response's time to the HTTP date ``value``: measured against the
+    server's own clock (its Date header) when it gives one, since clocks disagree, else
+    against ``now`` (epoch seconds). None if ``value`` is no usable date; may be negative."""
+    when = parse_http_date(value)
+    if when is None:
+        return None
+    served = parse_http_date(date_header)
+    return when.timestamp() - (served.timestamp() if served is not None else now)

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .httpdate import parse_http_date
+from .httpdate import seconds_until
 
 # How far back item times count when learning a feed's pace, and how many are kept.
 LEARN_WINDOW_S = 7 * 86_400.0
@@ -219,13 +219,8 @@ def http_floor(headers: Mapping[str, str], now: float) -> float | None:
     if match:
         age = int(match.group(1))
         return float(age) if age > 0 else None
-    expires = _http_date(headers.get("expires"))
-    if expires is None:
-        return None
-    # Relative to the server's own clock when it says what that is: clocks disagree.
-    served = _http_date(headers.get("date"))
-    fresh = expires - (served if served is not None else now)
-    return fresh if fresh > 0 else None
+    fresh = seconds_until(headers.get("expires"), headers.get("date"), now)
+    return fresh if fresh is not None and fresh > 0 else None
 
 
 def remember_item_times(kept: Iterable[float], new: Iterable[float], now: float) -> list[float]:
@@ -233,11 +228,6 @@ def remember_item_times(kept: Iterable[float], new: Iterable[float], now: float)
     horizon = now - LEARN_WINDOW_S
     times = sorted({t for t in (*kept, *new) if horizon < t <= now})
     return times[-MAX_ITEM_TIMES:]
-
-
-def _http_date(value: str | None) -> float | None:
-    when = parse_http_date(value)
-    return None if when is None else when.timestamp()
 
 
 def _clamp(value: float, bounds: PollBounds) -> float:

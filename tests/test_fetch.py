@@ -302,6 +302,9 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("-5", now) is None
     assert parse_retry_after(None, now) is None
+    # A date is measured against the server's clock when it says what that is.
+    served = "Wed, 01 Jan 2025 11:59:30 GMT"  # the server is 30 s behind us
+    assert parse_retry_after("Wed, 01 Jan 2025 12:01:00 GMT", now, date_header=served) == 90.0
 
 
 # -- redirects -----------------------------------------------------------------------------------
