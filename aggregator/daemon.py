@@ -471,7 +471,7 @@ class Daemon:
                 runtime.message_options, timezone=ZoneInfo(loaded.config.telegram.timezone)
             )
             if self._deliverer is not None:
-                self._deliverer.apply(loaded.config, paced=self._token is not None)
+                self._deliverer.apply(loaded.config)
                 self._deliverer.wake()  # e.g. quiet hours removed: held alerts go now
             added, changed, removed = self._sync_feed_jobs(scheduler, runtime, previous)
             event(

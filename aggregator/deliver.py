@@ -148,6 +148,7 @@ class Deliverer:
         self._metrics = metrics or Metrics()
         # None: no pacing at all (the terminal).
         self.gate = None if limits is None else Gate(limits)
+        self._paced = True  # False for the terminal (from_config): apply() then sets no gate
         self._max_backoff = max_backoff_s
         self.max_delay_s = max_delay_s
         self.paused_retry_s = paused_retry_s
@@ -183,10 +184,11 @@ class Deliverer:
     ) -> Deliverer:
         """A deliverer with the [telegram] settings; ``paced`` False for the terminal."""
         deliverer = cls(store, sender, limits=None, metrics=metrics)
-        deliverer.apply(config, paced=paced)
+        deliverer._paced = paced
+        deliverer.apply(config)
         return deliverer
 
-    def apply(self, config: Config, *, paced: bool = True) -> None:
+    def apply(self, config: Config) -> None:
         """Take the [telegram] and watchlist settings (at start and on reload)."""
         telegram = config.telegram
         self._max_backoff = telegram.max_backoff
@@ -197,7 +199,7 @@ class Deliverer:
         self.timezone = ZoneInfo(telegram.timezone)
         self.quiet_hours = {w.name: w.quiet_hours for w in config.watchlists if w.quiet_hours}
         limits = Limits(telegram.overall_limit, telegram.group_limit, telegram.private_limit)
-        if not paced:
+        if not self._paced:
             self.gate = None
         elif self.gate is None or self.gate.limits != limits:
             self.gate = Gate(limits)
