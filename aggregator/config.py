@@ -32,8 +32,8 @@ from .errors import ConfigError
 from .matching import WatchlistRules, check_rules
 from .metrics import parse_address
 from .models import FIELDS
+from .pacing import Limits, parse_rate
 from .pacing import Rate as RateLimit
-from .pacing import parse_rate
 from .quiet import QuietHours, parse_quiet_hours
 
 DEFAULT_CONFIG_PATH = "config.toml"
@@ -76,6 +76,7 @@ def _parse_chat(value: object) -> str:
 Backfill = Annotated[float | None, BeforeValidator(_parse_backfill)]
 Chat = Annotated[str, BeforeValidator(_parse_chat)]
 Rate = Annotated[RateLimit, BeforeValidator(parse_rate)]
+TELEGRAM_LIMITS = Limits()  # Telegram's published flood limits (aggregator.pacing)
 QuietSpan = Annotated[QuietHours | None, BeforeValidator(parse_quiet_hours)]
 
 
@@ -98,9 +99,9 @@ class TelegramSettings(_Section):
     max_delay: Duration = 120.0
     # Telegram's flood limits, kept before sending (aggregator.pacing). Raise overall_limit for
     # paid broadcasts; lower them if Telegram answers 429 all the same.
-    overall_limit: Rate = Rate(30, 1.0)
-    group_limit: Rate = Rate(20, 60.0)
-    private_limit: Rate = Rate(1, 1.0)
+    overall_limit: Rate = TELEGRAM_LIMITS.overall
+    group_limit: Rate = TELEGRAM_LIMITS.group
+    private_limit: Rate = TELEGRAM_LIMITS.private
     # A chat that refuses the bot (blocked, kicked) is retried this often; its alerts are kept
     # this long, then given up (each logged).
     paused_retry: Duration = 600.0

@@ -33,7 +33,7 @@ from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo
 
 from .chats import Chats
-from .config import Config
+from .config import TELEGRAM_LIMITS, Config, TelegramSettings
 from .digest import Digest, pack, quiet_title
 from .errors import DeliveryError, StoreError
 from .logs import event
@@ -57,19 +57,19 @@ from .telegram_api import (
 
 log = logging.getLogger("aggregator.deliver")
 
-# Longest wait between retries of a chat while Telegram fails (5xx, timeouts, network errors);
-# the daemon takes it from [telegram] max_backoff. The first retry waits FIRST_BACKOFF_S, each
-# next one twice as long.
-MAX_BACKOFF_S = 60.0
+# The defaults of what the daemon takes from [telegram] (see config.TelegramSettings):
+# the longest wait between retries of a chat while Telegram fails (the first waits
+# FIRST_BACKOFF_S, each next one twice as long); the time within which a backlog must go out
+# before it is packed into digests; how often a chat that refuses the bot is tried again,
+# and how long its alerts are kept.
+_SETTINGS = TelegramSettings()
+MAX_BACKOFF_S = _SETTINGS.max_backoff
 FIRST_BACKOFF_S = 1.0
-# A backlog that its chat's limit cannot carry within this time is packed into digests.
-MAX_DELAY_S = 120.0
-# A chat that refuses the bot is tried again after this long, and its alerts kept this long.
-PAUSED_RETRY_S = 600.0
-PAUSED_KEEP_S = 7 * 86400.0
+MAX_DELAY_S = _SETTINGS.max_delay
+PAUSED_RETRY_S = _SETTINGS.paused_retry
+PAUSED_KEEP_S = _SETTINGS.paused_keep
 # Room kept when planning a backlog against max_delay, as a fraction of it: sends take time.
 DELAY_MARGIN = 0.1
-TELEGRAM_LIMITS = Limits()
 # Telegram's limit is 4096 characters; plain-text fallback chunks stay well below it.
 PLAIN_CHUNK = 4000
 # An alert that Telegram refuses for a reason retrying cannot fix is given up after this many tries.
