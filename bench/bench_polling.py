@@ -53,9 +53,8 @@ import httpx  # noqa: E402
 
 from aggregator.compose import MessageOptions  # noqa: E402
 from aggregator.config import LoadedConfig, load_config, validate_config  # noqa: E402
-from aggregator.daemon import USER_AGENT  # noqa: E402
+from aggregator.daemon import USER_AGENT, make_fetcher  # noqa: E402
 from aggregator.errors import AggregatorError  # noqa: E402
-from aggregator.fetch import Fetcher, FetchLimits  # noqa: E402
 from aggregator.matching import Matcher  # noqa: E402
 from aggregator.parse import FeedParser, ParsedFeed, parse_feed, parse_in_thread  # noqa: E402
 from aggregator.parse_pool import ParsePool  # noqa: E402
@@ -272,7 +271,7 @@ async def ours(mode: str, farm: Farm, folder: Path) -> list[Row]:
         list(executor.map(abs, range(4)))
         pool_pids = list(executor._processes)
     store = Store.open(folder / f"{mode}.json")
-    fetcher = Fetcher(FetchLimits(), user_agent=USER_AGENT)
+    fetcher = make_fetcher(loaded)  # the daemon's own, from [polling]
     runtime = Runtime(
         loaded=loaded,
         matcher=Matcher([w.rules() for w in config.watchlists]),
