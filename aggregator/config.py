@@ -187,11 +187,18 @@ class PollingSettings(_Section):
             return 2 if (os.cpu_count() or 1) >= 2 else 0
         return self.parse_workers
 
-    @field_validator("parse_workers")
+    @field_validator("parse_workers", mode="before")
     @classmethod
-    def _check_workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value <= 32:
-            raise ValueError('must be "auto" or 0 to 32 (0: parse in a thread)')
+    def _check_workers(cls, value: object) -> object:
+        # Before pydantic's own checks, whose two errors for a union name neither problem.
+        ok = value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 32
+        )
+        if not ok:
+            raise ValueError(
+                f'must be "auto" or a number of processes from 0 to 32 (0: parse in a thread), '
+                f"got {value!r}"
+            )
         return value
 
     @field_validator("interval", "min_interval", "max_interval", "max_backoff")

@@ -65,6 +65,28 @@ def test_backfill_all_and_zero() -> None:
     assert zero.polling.backfill == 0
 
 
+def test_new_delivery_and_polling_keys_say_what_is_wrong() -> None:
+    problems = dict(
+        _problems(
+            {
+                "telegram": {"group_limit": "20 per minute", "paused_keep": -5},
+                "polling": {"parse_workers": "many"},
+                "feeds": [],
+                "watchlists": [
+                    {"name": "w", "any": ["x"], "channels": ["@chan_x"], "quiet_hours": "25:00-7"}
+                ],
+            }
+        )
+    )
+    assert "messages per duration" in problems["telegram.group_limit"]
+    assert "cannot be negative" in problems["telegram.paused_keep"]
+    assert problems["polling.parse_workers"] == (
+        "must be \"auto\" or a number of processes from 0 to 32 (0: parse in a thread), got 'many'"
+    )
+    assert "25:00-7" in problems["watchlists[0].quiet_hours"]
+    assert validate_config({"polling": {"parse_workers": 0}, "feeds": [], "watchlists": []})
+
+
 def test_every_problem_has_its_key_path() -> None:
     problems = dict(
         _problems(
