@@ -112,6 +112,12 @@ class ParsePool:
 
     def close(self) -> None:
         """Stop the workers (a parse under way is abandoned)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # Stopped, not left to finish, and waited for: Python 3.11's exit hook wakes the
+            # pool's manager thread without a lock, and a pool still winding down when the
+            # daemon exits can have closed that wakeup pipe just before (a traceback at exit,
+            # "OSError: Bad file descriptor").
+            for worker in list((pool._processes or {}).values()):
+                worker.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
