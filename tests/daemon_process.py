@@ -101,7 +101,13 @@ class DaemonProcess:
                 self._cond.wait(min(left, 0.5))
 
     def terminate(self, timeout: float = 10) -> int:
-        """SIGTERM and wait for the exit code."""
+        """SIGTERM and wait for the exit code.
+
+        Not before the daemon says it started (or ends): until it has set its handler, a
+        SIGTERM kills it outright, and a test whose condition an earlier run already met can
+        get here that early on a loaded machine.
+        """
+        self.wait_for(r'"daemon started"', timeout)
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
         self._reader.join(5)

@@ -382,8 +382,9 @@ def test_stop_releases_a_long_poll() -> None:
     assert fake.wait_for_poller(5)
     started = time.monotonic()
     fake.stop()
-    poller.join(5)
-    assert time.monotonic() - started < 2
+    poller.join(25)
+    # Released, not answered when its 30 s ran out (the bound is loose: a loaded CI machine).
+    assert time.monotonic() - started < 15
     assert [a.json() for a in answers] == [{"ok": True, "result": []}]
 
 
