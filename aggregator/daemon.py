@@ -474,6 +474,8 @@ class Daemon:
                 self._deliverer.apply(loaded.config)
                 self._deliverer.wake()  # e.g. quiet hours removed: held alerts go now
             added, changed, removed = self._sync_feed_jobs(scheduler, runtime, previous)
+            for name in removed:  # a feed that comes back is read whole once
+                runtime.known_items.pop(name, None)
             event(
                 log,
                 logging.INFO,

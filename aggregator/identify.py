@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aggregator.models import Item
@@ -84,8 +85,19 @@ def item_keys(item: Item, *, feed_url: str, use_guid: bool = True) -> tuple[str,
     return tuple(keys)
 
 
+class Identified(Protocol):
+    """What guid_problem reads of an item: an Item, or what the pipeline kept of one
+    (segments.KnownItem)."""
+
+    @property
+    def guid(self) -> str | None: ...
+
+    @property
+    def link(self) -> str | None: ...
+
+
 def guid_problem(
-    items: Sequence[Item], *, feed_url: str, seen_here: Callable[[str], bool]
+    items: Sequence[Identified], *, feed_url: str, seen_here: Callable[[str], bool]
 ) -> str | None:
     """Why this fetch shows that the feed's guids cannot identify its items; None if it does not.
 
@@ -112,7 +124,7 @@ def guid_problem(
     return None
 
 
-def _guid_key(item: Item, guid: str, feed_url: str) -> str:
+def _guid_key(item: Identified, guid: str, feed_url: str) -> str:
     site = _site(item.link) or _site(feed_url)
     if guid.lower().startswith(("http://", "https://")):
         guid = normalize_link(guid)  # permalink guids carry tracking params too

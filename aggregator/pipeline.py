@@ -37,7 +37,8 @@ from .logs import event
 from .matching import Matcher
 from .metrics import Metrics
 from .models import Item, WatchlistMatch
-from .parse import FeedParser, ParsedFeed, ParseError, parse_in_thread
+from .parse import FeedParser, ParseError, parse_in_thread
+from .segments import FeedItems, Read, read_body
 from .store import (
     EditEntry,
     FeedState,
@@ -95,6 +96,10 @@ class Runtime:
     # Off the event loop; the daemon sets its ParsePool here (parse_pool.py) unless
     # parse_workers is 0.
     parse: FeedParser = parse_in_thread
+    # By feed name: what identifies the items of the last body processed, so that the next
+    # body's unchanged items are not parsed again (segments.py). Memory only: a restart
+    # parses each feed whole once.
+    known_items: dict[str, FeedItems] = field(default_factory=dict)
 
 
 def outbox_id(key: str, chat: str) -> str:
@@ -112,7 +117,7 @@ async def poll_feed(rt: Runtime, feed: FeedSettings, *, dry_run: bool = False) -
     state.last_attempt_at = now
     try:
         result = await rt.fetcher.fetch(url, Validators(state.etag, state.last_modified))
-        parsed = None if result.not_modified else await _parse(rt, feed, result, state)
+        read = None if result.not_modified else await _parse(rt, feed, result, state)
     except (FetchError, ParseError) as exc:
         rt.metrics.poll_done(feed.name, failed=True)
         return _failed(rt, feed, state, exc, dry_run)
@@ -122,36 +127,43 @@ async def poll_feed(rt: Runtime, feed: FeedSettings, *, dry_run: bool = False) -
         state, feed, headers=result.headers, moved_to=result.permanent_redirect, now=now
     )
     state.consecutive_failures, state.last_error, state.last_success_at = 0, None, now
-    if parsed is None:
+    if read is None:
         notices += poll_state.on_success(state, feed, rt.loaded.config, now=now)
         if not dry_run and (notices or not _note_poll(rt, feed, state, now)):
             _commit_with_notices(rt, feed, state, notices)
         return FeedOutcome(feed.name, "not_modified", next_poll_at=state.next_poll_at)
-    return _process(rt, feed, state, parsed, dry_run, notices)
+    return _process(rt, feed, state, read, dry_run, notices)
 
 
 async def _parse(
     rt: Runtime, feed: FeedSettings, result: FetchResult, state: FeedState
-) -> ParsedFeed | None:
+) -> Read | None:
     """Parse off the event loop; None when the body is byte-identical to the last one."""
     assert result.body is not None
     body_hash = hashlib.sha256(result.body).hexdigest()
     if body_hash == state.body_hash and state.initialized:
         return None
-    parsed = await rt.parse(
-        result.body, feed_name=feed.name, headers=result.headers, base_url=result.url
+    read = await read_body(
+        rt.parse,
+        result.body,
+        feed_name=feed.name,
+        source=(feed.url, result.url),
+        headers=result.headers,
+        known=rt.known_items.get(feed.name) if state.initialized else None,
+        use_guid=state.identify_by == "guid",
+        is_seen=rt.store.is_seen,
     )
     state.body_hash = body_hash
-    if parsed.bozo:
+    if read.parsed.bozo:
         event(
             log,
             logging.INFO,
             "feed is not well-formed; using the items that could be read",
             feed=feed.name,
-            problem=parsed.bozo,
-            items=len(parsed.items),
+            problem=read.parsed.bozo,
+            items=len(read.parsed.items),
         )
-    return parsed
+    return read
 
 
 def _failed(
@@ -210,12 +222,13 @@ def _commit(rt: Runtime, feed: FeedSettings, state: FeedState, **batch: object) 
 
 
 def _keyed_items(
-    rt: Runtime, feed: FeedSettings, state: FeedState, parsed: ParsedFeed
+    rt: Runtime, feed: FeedSettings, state: FeedState, read: Read
 ) -> list[tuple[Item, tuple[str, ...]]]:
-    """Each item with its keys; a feed whose guids prove unreliable is keyed by link for good."""
+    """Each parsed item with its keys; a feed whose guids prove unreliable (judged on all its
+    items, parsed or unchanged) is keyed by link for good."""
     if state.identify_by == "guid":
         problem = guid_problem(
-            parsed.items,
+            [*read.parsed.items, *(known for _, known in read.unchanged)],
             feed_url=feed.url,
             seen_here=lambda key: rt.store.seen_by(key) == feed.name,
         )
@@ -229,7 +242,9 @@ def _keyed_items(
                 reason=problem,
             )
     use_guid = state.identify_by == "guid"
-    return [(item, item_keys(item, feed_url=feed.url, use_guid=use_guid)) for item in parsed.items]
+    return [
+        (item, item_keys(item, feed_url=feed.url, use_guid=use_guid)) for item in read.parsed.items
+    ]
 
 
 class _StoryBatch:
@@ -323,10 +338,11 @@ def _process(
     rt: Runtime,
     feed: FeedSettings,
     state: FeedState,
-    parsed: ParsedFeed,
+    read: Read,
     dry_run: bool,
     notices: list[poll_state.Notice],
 ) -> FeedOutcome:
+    parsed = read.parsed
     now = rt.clock()
     first_poll = not state.initialized
     backfill = rt.loaded.config.polling.backfill
@@ -334,7 +350,7 @@ def _process(
         None if backfill is None else datetime.fromtimestamp(now, UTC) - timedelta(seconds=backfill)
     )
     source = parsed.title or feed.name
-    outcome = FeedOutcome(feed.name, "ok", items=len(parsed.items))
+    outcome = FeedOutcome(feed.name, "ok", items=read.item_count)
     seen: list[SeenRecord] = []
     entries: dict[str, OutboxEntry] = {}
     stories = _StoryBatch(rt, now, entries)
@@ -342,7 +358,14 @@ def _process(
     batch_keys: set[str] = set()
     present: list[str] = []
     new_times: list[float] = []
-    for item, keys in _keyed_items(rt, feed, state, parsed):
+    keyed = _keyed_items(rt, feed, state, read)
+    use_guid = state.identify_by == "guid"
+    # Unchanged items were seen (read_body checked): their keys only stay present. After a
+    # switch to keys by link, their link keys were seen with them unless they have no link;
+    # those are then kept as seen rather than alerted again.
+    for _, known in read.unchanged:
+        present.extend(known.keys_for(use_guid))
+    for item, keys in keyed:
         present.extend(keys)
         if any(k in batch_keys or rt.store.is_seen(k) for k in keys):
             continue
@@ -381,7 +404,7 @@ def _process(
             logging.INFO,
             "first poll of feed",
             feed=feed.name,
-            items=len(parsed.items),
+            items=read.item_count,
             alerted=len(outcome.alerts),
         )
     committed = not dry_run and _commit(
@@ -397,6 +420,12 @@ def _process(
     )
     if committed and (entries or stories.edits):
         rt.on_alerts()
+    if committed:
+        remembered = read.remembered(keyed, use_guid, feed.url)
+        if remembered is None:
+            rt.known_items.pop(feed.name, None)
+        else:
+            rt.known_items[feed.name] = remembered
     if committed:
         rt.metrics.items_seen(feed.name, outcome.new_items)
         rt.metrics.alerts_queued(len(entries))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -31,6 +32,7 @@ from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.matching import Matcher
 from aggregator.parse import ParsedFeed, parse_in_thread
 from aggregator.pipeline import FeedOutcome, Runtime, poll_feed
+from aggregator.segments import split
 from aggregator.store import OutboxEntry, Store
 from tests.servers.feed_server import FeedServer
 
@@ -38,6 +40,7 @@ UA = "aggregator-test/0.1 (+https://example.org/aggregator)"
 ADMIN = 4242
 MIN, HOUR = 60.0, 3600.0
 START = 1_800_000_000.0
+FEEDS = Path(__file__).parent / "data" / "feeds"
 
 
 def rss(n_items: int, *, first: int = 0, extra: str = "", step_min: int = 5) -> bytes:
@@ -77,6 +80,7 @@ class Env:
         self.clock = clock
         self.path = path
         self.parses = 0
+        self.bodies: list[bytes] = []  # every body parsed, in order
 
     async def poll(self, name: str = "news") -> FeedOutcome:
         feed = self.runtime.loaded.config.feed(name)
@@ -120,6 +124,7 @@ async def environment(
 
     async def counting_parse(body: bytes, **kwargs: Any) -> ParsedFeed:
         env.parses += 1
+        env.bodies.append(body)
         return await parse_in_thread(body, **kwargs)
 
     runtime.parse = counting_parse
@@ -159,6 +164,146 @@ async def test_304_and_identical_bodies_are_never_parsed(
         env.clock.now += 10 * MIN
         assert (await env.poll()).new_items == 1
         assert env.parses == 3
+
+
+def parsed_titles(body: bytes) -> list[str]:
+    return re.findall(r"<title>(story \d+)</title>", body.decode())
+
+
+def growing_rss(count: int, *, extra: str = "") -> bytes:
+    """Items 0..count-1, newest first; unlike rss(), an item's bytes never change as more come."""
+    body = rss(count, extra=extra).decode()
+    for n in range(count):
+        stamp = format_datetime(datetime.fromtimestamp(START - (100 - n) * MIN, UTC))
+        head = f"<guid>news-{n}</guid><pubDate>"
+        body = re.sub(rf"{head}[^<]*", head + stamp, body)
+    return body.encode()
+
+
+async def test_a_changed_feed_parses_only_its_new_items(tmp_path: Path, server: FeedServer) -> None:
+    def dated(day: int) -> str:
+        return f"<lastBuildDate>Mon, {day:02} May 2027 10:00:00 GMT</lastBuildDate>"
+
+    server.add("/a.xml", growing_rss(5, extra=dated(1)))
+    async with environment(tmp_path, config_for(server.url_for("/a.xml"))) as env:
+        assert (await env.poll()).items == 5
+        assert len(parsed_titles(env.bodies[-1])) == 5
+        # Two new items, and the feed's date changed: only the two are parsed.
+        server.add("/a.xml", growing_rss(7, extra=dated(2)))
+        env.clock.now += 10 * MIN
+        outcome = await env.poll()
+        assert (outcome.new_items, outcome.items) == (2, 7)
+        assert parsed_titles(env.bodies[-1]) == ["story 6", "story 5"]
+        # The items keep being listed (kept from retention) though they were not parsed.
+        env.runtime.store.prune(now=env.clock.now + 999 * HOUR, seen_ttl_s=HOUR)
+        assert env.runtime.store.is_seen("guid:news.example:news-0")
+        # An item that changed is parsed again (and is not new: its guid was seen).
+        server.add("/a.xml", growing_rss(7, extra=dated(2)).replace(b"story 3", b"story 3 updated"))
+        env.clock.now += 10 * MIN
+        outcome = await env.poll()
+        assert (outcome.new_items, outcome.items) == (0, 7)
+        assert re.findall(r"<title>([^<]*)</title>", env.bodies[-1].decode()) == [
+            "News",
+            "story 3 updated",
+        ]
+        # A new channel link changes how relative item links read: the whole body is parsed.
+        moved = growing_rss(7).replace(b"news.example/</link>", b"news.example/v2/</link>")
+        server.add("/a.xml", moved)
+        env.clock.now += 10 * MIN
+        assert (await env.poll()).new_items == 0
+        assert len(parsed_titles(env.bodies[-1])) == 7
+
+
+async def test_unchanged_items_no_longer_seen_are_parsed_again(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    server.add("/a.xml", growing_rss(5))
+    async with environment(tmp_path, config_for(server.url_for("/a.xml"))) as env:
+        await env.poll()
+        # The feed left the config for a while (its keys expired), and came back.
+        env.runtime.store.prune(now=env.clock.now + HOUR, seen_ttl_s=MIN, active_feeds=[])
+        server.add("/a.xml", growing_rss(6))
+        env.clock.now += 10 * MIN
+        outcome = await env.poll()
+        assert (outcome.new_items, outcome.items) == (6, 6)
+        assert len(parsed_titles(env.bodies[-1])) == 6
+
+
+async def test_an_unchanged_item_listed_twice_still_counts_twice(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    server.add("/a.xml", growing_rss(5))
+    async with environment(tmp_path, config_for(server.url_for("/a.xml"))) as env:
+        await env.poll()
+        cut = split(growing_rss(5))
+        assert cut is not None
+        server.add("/a.xml", cut.document(range(5)).replace(cut.items[2], cut.items[2] * 2))
+        env.clock.now += 10 * MIN
+        outcome = await env.poll()
+        assert (outcome.items, env.parses) == (6, 2)
+        assert parsed_titles(env.bodies[-1]) == []  # nothing new to parse...
+        state = env.runtime.store.feed_state("news")
+        assert state.identify_by == "link"  # ...but one guid on two items is seen all the same
+        assert "same guid" in (state.guid_problem or "")
+
+
+async def test_reading_only_new_items_changes_no_outcome(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    """Two daemons poll the same real feeds, one reading only new items and one every item:
+    the same new items, alerts and seen keys."""
+    names = ["news-a-politics.xml", "news-b-arab-world-atom.xml", "news-d-sport-noguid.xml"]
+    bodies = {name: (FEEDS / "news-ar" / name).read_bytes() for name in names}
+    data = config_for(server.url_for("/0.xml"))
+    data["feeds"] = [
+        {"name": f"f{n}", "url": server.url_for(f"/{n}.xml")} for n in range(len(names))
+    ]
+    data["watchlists"] = [
+        {"name": "w", "any": ["سوريا", "لبنان", "غزة", "الرئيس", "مصر"], "channels": ["@chan_x"]}
+    ]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    async with (
+        environment(tmp_path / "a", data) as incremental,
+        environment(tmp_path / "b", data) as whole,
+    ):
+        results: dict[str, list[tuple[int, int, list[tuple[str, str]]]]] = {"a": [], "b": []}
+        for step in range(3):
+            for n, name in enumerate(names):
+                cut = split(bodies[name])
+                assert cut is not None
+                # Older items first, then three new ones, then one of them edited.
+                body = cut.document(range(3 if step == 0 else 0, len(cut.items)))
+                if step == 2:
+                    edited = cut.items[1].replace(b"<title>", b"<title>x ")
+                    body = body.replace(cut.items[1], edited)
+                server.add(f"/{n}.xml", body)
+            for label, env in (("a", incremental), ("b", whole)):
+                if env is whole:
+                    env.runtime.known_items.clear()
+                env.clock.now += HOUR
+                for n in range(len(names)):
+                    outcome = await env.poll(f"f{n}")
+                    alerts = sorted((a.match.watchlist, a.key) for a in outcome.alerts)
+                    results[label].append((outcome.new_items, outcome.items, alerts))
+        assert results["a"] == results["b"]
+        assert any(new for new, _, _ in results["a"][3:])  # new items were found and alerted
+        assert any(alerts for _, _, alerts in results["a"])
+        stores = [e.runtime.store for e in (incremental, whole)]
+        keys = [sorted(s._seen) for s in stores]
+        assert keys[0] == keys[1]
+        assert [sorted(e.text for e in s.pending()) for s in stores] == [
+            sorted(e.text for e in stores[1].pending())
+        ] * 2
+        # And the incremental one parsed fewer items.
+        assert sum(map(len, map(_items_in, incremental.bodies))) < sum(
+            map(len, map(_items_in, whole.bodies))
+        )
+
+
+def _items_in(body: bytes) -> list[bytes]:
+    cut = split(body)
+    return list(cut.items) if cut is not None else []
 
 
 async def test_retry_after_is_obeyed_to_the_second(tmp_path: Path, server: FeedServer) -> None:
