@@ -31,6 +31,7 @@ from types import MappingProxyType, TracebackType
 import httpx
 
 from aggregator.errors import BodyTooLargeError, FetchError
+from aggregator.host_pools import HostPools
 from aggregator.httpdate import seconds_until
 
 ACCEPT = (
@@ -45,6 +46,8 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 _MIB = 1024 * 1024
+# How long a host's connections outlive its last request (on top of the fetch deadline).
+_POOL_IDLE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,6 @@ class Fetcher:
         limits: FetchLimits = DEFAULT_LIMITS,
         *,
         user_agent: str,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not user_agent.strip():
             raise ValueError("user_agent must name the product, e.g. 'aggregator/0.1 (+URL)'")
@@ -184,14 +186,16 @@ class Fetcher:
                 write=limits.read_timeout_s,
                 pool=limits.connect_timeout_s,
             ),
-            limits=httpx.Limits(
-                max_connections=limits.max_in_flight,
-                max_keepalive_connections=limits.max_in_flight,
-            ),
             follow_redirects=False,
             # Operators behind a proxy set HTTPS_PROXY / NO_PROXY as for any other tool.
             trust_env=True,
-            transport=transport,
+            # At most max_in_flight requests at once (self._in_flight), each host's in a pool
+            # of its own. A pool unused for longer than any request can take is closed.
+            transport=HostPools(
+                per_host=limits.max_per_host,
+                idle_s=limits.deadline_s + _POOL_IDLE_S,
+                ssl_context=httpx.create_ssl_context(trust_env=True),  # SSL_CERT_FILE too
+            ),
         )
 
     async def __aenter__(self) -> Fetcher:

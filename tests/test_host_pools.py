@@ -1,0 +1,72 @@
+"""A connection pool per host (aggregator/host_pools.py), against two real feed servers."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from aggregator.host_pools import HostPools
+from tests.servers.feed_server import FeedServer
+
+RSS = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[FeedServer, FeedServer]]:
+    with FeedServer() as first, FeedServer(host="127.0.0.2") as second:
+        first.add("/a.xml", RSS)
+        second.add("/b.xml", RSS)
+        yield first, second
+
+
+async def test_each_host_has_a_pool_of_its_own_and_idle_ones_close(
+    servers: tuple[FeedServer, FeedServer],
+) -> None:
+    first, second = servers
+    clock = Clock()
+    pools = HostPools(per_host=2, idle_s=120, ssl_context=ssl.create_default_context(), clock=clock)
+    async with httpx.AsyncClient(transport=pools, trust_env=False) as client:
+        for _ in range(3):
+            for url in (first.url_for("/a.xml"), second.url_for("/b.xml")):
+                assert (await client.get(url)).content == RSS
+        assert sorted(host for _, host, _ in pools.origins) == ["127.0.0.1", "127.0.0.2"]
+        # Connections are kept and reused within each pool.
+        assert first.connections_opened() == second.connections_opened() == 1
+        # The second host goes quiet; past idle_s its pool (and connection) is closed at the
+        # next request anywhere, and a later request to it opens a new one.
+        clock.now += 60
+        await client.get(first.url_for("/a.xml"))
+        clock.now += 90
+        await client.get(first.url_for("/a.xml"))
+        assert [host for _, host, _ in pools.origins] == ["127.0.0.1"]
+        assert (await client.get(second.url_for("/b.xml"))).content == RSS
+        assert second.connections_opened() == 2
+        assert first.connections_opened() == 1
+
+
+async def test_a_host_pool_holds_at_most_the_per_host_limit(
+    servers: tuple[FeedServer, FeedServer],
+) -> None:
+    first, _ = servers
+    first.add_fault("/slow.xml", "hold")
+    first.add("/slow.xml", RSS)
+    pools = HostPools(per_host=2, idle_s=120, ssl_context=ssl.create_default_context())
+    async with httpx.AsyncClient(transport=pools, trust_env=False) as client:
+        gets = [asyncio.create_task(client.get(first.url_for("/slow.xml"))) for _ in range(3)]
+        assert await asyncio.to_thread(first.wait_for_requests, "/slow.xml", 2, 5)
+        assert first.in_flight() == 2  # the third waits for a connection of the pool
+        first.release("/slow.xml")
+        assert [r.content for r in await asyncio.gather(*gets)] == [RSS] * 3
+        assert first.max_in_flight() == 2
