@@ -126,12 +126,14 @@ def item_xml(feed: int, n: int) -> str:
 
 
 def feed_body(feed: int, newest: int) -> bytes:
-    """The feed's 50 newest items, ``newest`` first."""
+    """The feed's 50 newest items, ``newest`` first, dated (as real feeds are) by the newest."""
     items = "".join(item_xml(feed, n) for n in range(newest, newest - ITEMS, -1))
+    built = format_datetime(datetime(2024, 5, 10, tzinfo=UTC) + timedelta(minutes=newest))
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
         f"<title>Feed {feed}</title><link>https://news{feed}.example/</link>"
-        f"<description>bench</description>{items}</channel></rss>\n"
+        f"<description>bench</description><lastBuildDate>{built}</lastBuildDate>"
+        f"{items}</channel></rss>\n"
     ).encode()
 
 
