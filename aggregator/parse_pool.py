@@ -1,10 +1,11 @@
 """Feed parsing in worker processes, so that a heavy poll cycle never holds up the event loop.
 
 feedparser is pure Python and holds the GIL: in a thread it still keeps the event loop (and so
-every delivery) waiting, by up to ~0.4 s in a cycle where 1,000 feeds changed, and it uses one
-core. bench/bench_polling.py measured two worker processes 1.7-2x faster on such a cycle on a
-2-core machine, with 3-10x less event-loop lag; an unchanged feed is never parsed at all, so
-the pool costs nothing there. A hostile document that makes the parser balloon does so in a
+every delivery) waiting, and it uses one core. On bench/bench_polling.py's cycle where 1,000
+feeds changed, two worker processes on a 2-core machine were 1.7-2x faster than a thread with
+3-10x less event-loop lag when whole bodies were parsed, and are 1.4x faster with 2.4x less lag
+now that only new items are (segments.py); an unchanged feed is never parsed at all, so the
+pool costs nothing there. A hostile document that makes the parser balloon does so in a
 worker, not in the daemon.
 
 Workers are spawned (not forked: the daemon has threads, and forking those is unsafe), ignore

@@ -11,7 +11,8 @@ compose, Store with fsync) polls every feed concurrently under the default limit
 2 per host), three cycles on a fresh store:
 
 - first:   every feed new to us (50 new items each; backfill marks them seen, as on day one);
-- changed: every feed changed since (5 new items each at the top, 45 already seen);
+- changed: every feed changed since (5 new items each at the top, 45 already seen, and a new
+           lastBuildDate; the pipeline parses the 5 only, aggregator/segments.py);
 - none:    nothing changed: 3 feeds in 4 answer 304, 1 in 4 ignores validators and sends the
            same bytes again (skipped by the body hash).
 
