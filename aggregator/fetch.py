@@ -31,7 +31,7 @@ from types import MappingProxyType, TracebackType
 import httpx
 
 from aggregator.errors import BodyTooLargeError, FetchError
-from aggregator.host_pools import HostPools
+from aggregator.host_pools import HostPools, proxy_mounts
 from aggregator.httpdate import seconds_until
 
 ACCEPT = (
@@ -174,6 +174,7 @@ class Fetcher:
         self.limits = limits
         self._in_flight = asyncio.Semaphore(limits.max_in_flight)
         self._hosts = _HostSlots(limits.max_per_host)
+        ssl_context = httpx.create_ssl_context(trust_env=True)  # SSL_CERT_FILE and _DIR too
         self._client = httpx.AsyncClient(
             headers={
                 "User-Agent": user_agent,
@@ -187,14 +188,22 @@ class Fetcher:
                 pool=limits.connect_timeout_s,
             ),
             follow_redirects=False,
-            # Operators behind a proxy set HTTPS_PROXY / NO_PROXY as for any other tool.
+            # Operators behind a proxy set HTTPS_PROXY / NO_PROXY as for any other tool (read
+            # by proxy_mounts: with a transport of its own, httpx does not read them).
             trust_env=True,
             # At most max_in_flight requests at once (self._in_flight), each host's in a pool
             # of its own. A pool unused for longer than any request can take is closed.
             transport=HostPools(
                 per_host=limits.max_per_host,
                 idle_s=limits.deadline_s + _POOL_IDLE_S,
-                ssl_context=httpx.create_ssl_context(trust_env=True),  # SSL_CERT_FILE too
+                ssl_context=ssl_context,
+            ),
+            mounts=proxy_mounts(
+                ssl_context,
+                httpx.Limits(
+                    max_connections=limits.max_in_flight,
+                    max_keepalive_connections=limits.max_in_flight,
+                ),
             ),
         )
 

@@ -8,14 +8,18 @@ A pool per host (scheme, host and port) holds at most the per-host limit of conn
 work stays small however many hosts the feeds are on.
 
 Pools are kept while they are in use: one unused for ``idle_s`` is closed, so that a daemon
-polling hundreds of hosts does not keep their sockets open between polls. The client still
-mounts its own transports for proxies (HTTPS_PROXY and the like); this one is the default.
+polling hundreds of hosts does not keep their sockets open between polls.
+
+httpx reads the proxy variables of the environment only for a client without a transport of
+its own, so ``proxy_mounts`` reads them for this one, as httpx would.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable
 
 import httpx
@@ -63,12 +67,50 @@ class HostPools(httpx.AsyncBaseTransport):
         """Close the pools not used for idle_s. ``idle_s`` must exceed the longest a request
         can take (the fetch deadline): a pool last used that long ago has nothing running."""
         self._next_sweep = now + self._idle_s
+        # All out of the map before the first await: a request that starts meanwhile must open
+        # a pool of its own, not one about to be closed under it.
         stale = [o for o, (_, used) in self._pools.items() if now - used >= self._idle_s]
-        for origin in stale:
-            pool, _ = self._pools.pop(origin)
+        closing = [self._pools.pop(origin)[0] for origin in stale]
+        for pool in closing:
             await pool.aclose()
 
     async def aclose(self) -> None:
         pools, self._pools = self._pools, {}
         for pool, _ in pools.values():
             await pool.aclose()
+
+
+def proxy_mounts(
+    ssl_context: ssl.SSLContext, limits: httpx.Limits
+) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """httpx mounts for the proxies the environment names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and
+    NO_PROXY, in either case), by httpx's own rules; None mounts are hosts to reach directly."""
+    proxies = urllib.request.getproxies()
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    for scheme in ("http", "https", "all"):
+        url = proxies.get(scheme)
+        if url:
+            url = url if "://" in url else f"http://{url}"
+            mounts[f"{scheme}://"] = httpx.AsyncHTTPTransport(
+                proxy=url, verify=ssl_context, limits=limits
+            )
+    for host in (part.strip() for part in proxies.get("no", "").split(",")):
+        if host == "*":
+            return {}
+        if not host:
+            continue
+        if "://" in host:
+            mounts[host] = None
+        elif _is_ip(host) or host.lower() == "localhost":
+            mounts[f"all://[{host}]" if ":" in host else f"all://{host}"] = None
+        else:
+            mounts[f"all://*{host}"] = None  # the domain and every name under it
+    return mounts
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
 
+from aggregator.fetch import Fetcher
 from aggregator.host_pools import HostPools
 from tests.servers.feed_server import FeedServer
 
@@ -70,3 +75,64 @@ async def test_a_host_pool_holds_at_most_the_per_host_limit(
         first.release("/slow.xml")
         assert [r.content for r in await asyncio.gather(*gets)] == [RSS] * 3
         assert first.max_in_flight() == 2
+
+
+async def test_a_sweep_never_closes_a_pool_that_a_request_just_started_on() -> None:
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(FeedServer(host=f"127.0.0.{n}")) for n in range(2, 12)]
+        for server in servers:
+            server.add("/f.xml", RSS)
+        late, sweeper = servers[-2], servers[-1]
+        clock = Clock()
+        pools = HostPools(
+            per_host=2, idle_s=120, ssl_context=ssl.create_default_context(), clock=clock
+        )
+        async with httpx.AsyncClient(transport=pools, trust_env=False) as client:
+            for server in servers[:-1]:
+                await client.get(server.url_for("/f.xml"))
+            clock.now += 200
+            # The first request sweeps nine idle pools (an await each); the second starts on
+            # the last of them meanwhile.
+            sweeping = asyncio.create_task(client.get(sweeper.url_for("/f.xml")))
+            starting = asyncio.create_task(client.get(late.url_for("/f.xml")))
+            answers = await asyncio.gather(sweeping, starting)
+            assert [a.content for a in answers] == [RSS, RSS]
+            assert sorted(host for _, host, _ in pools.origins) == ["127.0.0.10", "127.0.0.11"]
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """A forward proxy that answers every GET itself and notes the URL asked for."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(RSS)))
+        self.end_headers()
+        self.wfile.write(RSS)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+async def test_the_fetcher_goes_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch, servers: tuple[FeedServer, FeedServer]
+) -> None:
+    _, direct = servers
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.2")
+        async with Fetcher(user_agent="aggregator-test/0.1") as fetcher:
+            assert (await fetcher.fetch("http://feeds.invalid/a.xml")).body == RSS
+            assert (await fetcher.fetch(direct.url_for("/b.xml"))).body == RSS
+        assert _Proxy.asked == ["http://feeds.invalid/a.xml"]  # 127.0.0.2 was reached directly
+        assert direct.request_count("/b.xml") == 1
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
