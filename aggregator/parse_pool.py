@@ -60,8 +60,11 @@ class ParsePool:
         # parse that never ends would otherwise stop its feed's polls for good.
         self.timeout_s = timeout_s
         self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
 
     def _executor(self) -> ProcessPoolExecutor:
+        if self._closed:
+            raise ParseError("the parse pool is closed (the daemon is stopping)")
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.workers,
@@ -102,6 +105,8 @@ class ParsePool:
                 ) from None
             except BrokenProcessPool:
                 self._replace(pool)
+                if self._closed:  # close() stopped the workers: no new pool, no retry
+                    raise ParseError("the parse pool is closed (the daemon is stopping)") from None
                 event(
                     log,
                     logging.WARNING,
@@ -113,6 +118,7 @@ class ParsePool:
 
     def close(self) -> None:
         """Stop the workers (a parse under way is abandoned)."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             # Stopped, not left to finish, and waited for: Python 3.11's exit hook wakes the

@@ -123,3 +123,27 @@ def test_workers_do_not_outlive_a_killed_daemon(
     while any(_alive(pid) for pid in workers):
         assert time.monotonic() < deadline, [pid for pid in workers if _alive(pid)]
         assert telegram.wait_until(lambda: False, 0.05) is False  # a bounded poll interval
+
+
+async def test_a_closed_pool_parses_nothing_and_starts_no_workers(
+    pool: ParsePool, caplog: pytest.LogCaptureFixture
+) -> None:
+    items = "".join(
+        f"<item><title>story {n}</title><description>{'text ' * 400}</description></item>"
+        for n in range(1500)
+    )
+    big = f'<rss version="2.0"><channel><title>T</title>{items}</channel></rss>'.encode()
+    await pool(SAMPLE.read_bytes(), feed_name="warm")
+    executor = pool._pool
+    assert executor is not None
+    parsing = asyncio.create_task(pool(big, feed_name="big"))
+    await asyncio.sleep(0)  # one step of the task: it submits the document to the pool
+    assert executor._pending_work_items
+    pool.close()  # the daemon stopping while a parse is under way
+    with pytest.raises((ParseError, asyncio.CancelledError)):
+        await parsing
+    assert pool._pool is None  # the call gave up instead of starting a new pool
+    assert not [r for r in caplog.records if "replaced" in r.getMessage()]
+    with pytest.raises(ParseError, match="closed"):
+        await pool(SAMPLE.read_bytes(), feed_name="after")
+    assert pool._pool is None
