@@ -38,7 +38,7 @@ from .matching import Matcher
 from .metrics import Metrics
 from .models import Item, WatchlistMatch
 from .parse import FeedParser, ParseError, parse_in_thread
-from .segments import FeedItems, Read, read_body
+from .segments import SOURCE_HEADERS, FeedItems, Read, read_body
 from .store import (
     EditEntry,
     FeedState,
@@ -147,7 +147,8 @@ async def _parse(
         rt.parse,
         result.body,
         feed_name=feed.name,
-        source=(feed.url, result.url),
+        base_url=result.url,
+        source=(feed.url, result.url, *(result.headers.get(h, "") for h in SOURCE_HEADERS)),
         headers=result.headers,
         known=rt.known_items.get(feed.name) if state.initialized else None,
         use_guid=state.identify_by == "guid",
@@ -358,16 +359,31 @@ def _process(
     batch_keys: set[str] = set()
     present: list[str] = []
     new_times: list[float] = []
+    keyed_by_guid = state.identify_by == "guid"
     keyed = _keyed_items(rt, feed, state, read)
     use_guid = state.identify_by == "guid"
-    # Unchanged items were seen (read_body checked): their keys only stay present. After a
-    # switch to keys by link, their link keys were seen with them unless they have no link;
-    # those are then kept as seen rather than alerted again.
+    switched = keyed_by_guid and not use_guid
+
+    def seen_before(keys: tuple[str, ...], guid_keys: tuple[str, ...]) -> bool:
+        """Seen under these keys; or, in the poll that switched the feed to keys by link,
+        under its keys by guid (``guid_keys``, given only then): an item with no link is keyed
+        by its text from now on, and must not be alerted again for that (its new keys are
+        marked seen)."""
+        if any(k in batch_keys or rt.store.is_seen(k) for k in keys):
+            return True
+        if any(map(rt.store.is_seen, guid_keys)):
+            batch_keys.update(keys)
+            seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in keys)
+            return True
+        return False
+
+    # Unchanged items were seen (read_body checked): their keys only stay present.
     for _, known in read.unchanged:
         present.extend(known.keys_for(use_guid))
+        seen_before(known.keys_for(use_guid), known.keys if switched else ())
     for item, keys in keyed:
         present.extend(keys)
-        if any(k in batch_keys or rt.store.is_seen(k) for k in keys):
+        if seen_before(keys, item_keys(item, feed_url=feed.url) if switched else ()):
             continue
         batch_keys.update(keys)
         seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in keys)

@@ -5,7 +5,8 @@ A feed that changed has usually added one to five items to a list of 20 to 50, a
 spends about 0.35 ms on each item it reads (17.5 ms for the 50 items of bench/bench_polling.py).
 So the pipeline cuts the body into its items (``split``). An item whose bytes are those of an
 item of the last body it processed, in the same context (what precedes and follows the items,
-less the dates that change on every update), is not parsed again: the pipeline reuses what it
+less the dates that change on every update; the same URLs and the response headers that
+feedparser reads), is not parsed again: the pipeline reuses what it
 kept of it (``KnownItem``: its guid, link and keys) and parses a document made of the header,
 the new items and the footer.
 
@@ -48,6 +49,9 @@ _DECLARED_ENCODING: Final = re.compile(
     rb"(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?encoding\s*=\s*[\"']([A-Za-z][\w.:-]*)[\"']"
 )
 _DIGEST_SIZE: Final = 16
+# Response headers that change how feedparser reads a body's items: the base of relative links,
+# the charset, the default language.
+SOURCE_HEADERS: Final = ("content-location", "content-type", "content-language")
 
 
 def _digest(data: bytes) -> bytes:
@@ -144,11 +148,11 @@ class KnownItem:
 class FeedItems:
     """The items of the last body of a feed that the pipeline processed and committed."""
 
-    source: tuple[str, str]  # the feed's configured URL and the URL the body came from
+    source: tuple[str, ...]  # see read_body
     context: bytes
     items: Mapping[bytes, KnownItem]  # by the digest of their bytes
 
-    def unchanged(self, body: Split, source: tuple[str, str]) -> list[int] | None:
+    def unchanged(self, body: Split, source: tuple[str, ...]) -> list[int] | None:
         """Indexes of the body's items known here; None if the body was read elsewhere."""
         if source != self.source or body.context != self.context:
             return None
@@ -161,7 +165,7 @@ class Read:
     """A body as the pipeline read it: the items parsed, and those known from the last body."""
 
     parsed: ParsedFeed  # only the new items when ``unchanged`` has any
-    source: tuple[str, str]
+    source: tuple[str, ...]
     split: Split | None = None
     # Each item the body shares with the last one, by digest (an item listed twice is twice).
     unchanged: tuple[tuple[bytes, KnownItem], ...] = ()
@@ -192,7 +196,8 @@ async def read_body(
     body: bytes,
     *,
     feed_name: str,
-    source: tuple[str, str],
+    base_url: str,
+    source: tuple[str, ...],
     headers: Mapping[str, str],
     known: FeedItems | None,
     use_guid: bool,
@@ -200,12 +205,13 @@ async def read_body(
 ) -> Read:
     """Parse the body's new items only, when the last body processed is known, else all of it.
 
-    ``source`` is the feed's configured URL and the URL the body came from. An unchanged item
-    is skipped only if one of its keys is still seen (``is_seen``): one that is not would be new
-    to a full parse, so the body is parsed whole.
+    ``source`` is what, besides the body, decides how its items read and are keyed: the
+    feed's configured URL, the URL the body came from, and the response headers that feedparser
+    reads (``SOURCE_HEADERS``). Items are reused only from a body of the same source. An
+    unchanged item is skipped only if one of its keys is still seen (``is_seen``): one that is
+    not would be new to a full parse, so the body is parsed whole.
     """
     cut = split(body)
-    base_url = source[1]
     if cut is not None and known is not None:
         kept = known.unchanged(cut, source)
         if kept is not None:

@@ -301,6 +301,78 @@ async def test_reading_only_new_items_changes_no_outcome(
         )
 
 
+async def test_an_item_without_a_link_is_not_alerted_again_when_guids_are_dropped(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    """A feed switched to keys by link keys an item with no link by its text from then on;
+    seen under its guid, it is the same story, whether its bytes were parsed again or not."""
+
+    def body(*items: str) -> bytes:
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>News'
+            "</title><link>https://news.example/</link>" + "".join(items) + "</channel></rss>\n"
+        ).encode()
+
+    linkless = "<item><title>story A</title><guid isPermaLink='false'>a</guid></item>"
+    linked = "<item><title>story B</title><link>https://news.example/b</link><guid>b</guid></item>"
+    no_guid = "<item><title>story C</title><link>https://news.example/c</link></item>"
+    data = config_for(server.url_for("/a.xml"))
+    data["watchlists"] = [{"name": "w", "any": ["story"], "channels": ["@chan_x"]}]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    async with (
+        environment(tmp_path / "a", data) as incremental,
+        environment(tmp_path / "b", data) as whole,
+    ):
+        for items in ((linkless, linked), (no_guid, linkless, linked)):
+            server.add("/a.xml", body(*items))
+            for env in (incremental, whole):
+                if env is whole:
+                    env.runtime.known_items.clear()
+                env.clock.now += HOUR
+                outcome = await env.poll()
+        # The item with no guid makes the guids unreliable: the feed is keyed by link now.
+        for env in (incremental, whole):
+            assert env.runtime.store.feed_state("news").identify_by == "link"
+        assert [e.text.count("story A") for e in incremental.runtime.store.pending()] == [0]
+        assert [e.text.count("story A") for e in whole.runtime.store.pending()] == [0]
+        # And not on the next change either.
+        server.add("/a.xml", body("<item><title>story D</title></item>", no_guid, linkless, linked))
+        for env in (incremental, whole):
+            env.clock.now += HOUR
+            outcome = await env.poll()
+            assert [a.item.title for a in outcome.alerts] == ["story D"]
+
+
+async def test_items_are_read_again_when_the_response_headers_change_their_meaning(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    """feedparser resolves relative links against Content-Location: a new one is a new source."""
+
+    def atom(*numbers: int) -> bytes:
+        entries = "".join(
+            f"<entry><title>story {n}</title><id>e{n}</id><link href='story/{n}'/></entry>"
+            for n in numbers
+        )
+        return (
+            '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>T</title>'
+            f"<id>f</id>{entries}</feed>"
+        ).encode()
+
+    server.add("/a.xml", atom(1), headers={"Content-Location": "https://a.example/news/"})
+    async with environment(tmp_path, config_for(server.url_for("/a.xml"))) as env:
+        await env.poll()
+        server.add("/a.xml", atom(2, 1), headers={"Content-Location": "https://a.example/news/"})
+        env.clock.now += HOUR
+        await env.poll()
+        assert parsed_titles(env.bodies[-1]) == ["story 2"]
+        server.add("/a.xml", atom(3, 2, 1), headers={"Content-Location": "https://a.example/v2/"})
+        env.clock.now += HOUR
+        await env.poll()
+        assert parsed_titles(env.bodies[-1]) == ["story 3", "story 2", "story 1"]
+        assert env.runtime.store.is_seen("link://a.example/v2/story/1")
+
+
 def _items_in(body: bytes) -> list[bytes]:
     cut = split(body)
     return list(cut.items) if cut is not None else []
