@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -731,7 +731,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         _current.connection = self.connection
-        reply = self.fake._handle(url.path, url.query, self.headers.get("Content-Type", ""), body)
+        with self.fake._answering():
+            self._answer(url.path, url.query, body)
+
+    def _answer(self, path: str, query: str, body: bytes) -> None:
+        reply = self.fake._handle(path, query, self.headers.get("Content-Type", ""), body)
         if reply.drop == "reset":
             # SO_LINGER 0 makes close() send RST: the client sees "connection reset by peer".
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -819,6 +823,7 @@ class FakeTelegram:
         self._next_update_id = 100_001
         self._poll_generation = 0
         self._pollers_waiting = 0
+        self._answers = 0  # requests being answered (stop waits for them)
         # Faults.
         self._down_mode: OutageMode | None = None
         self._down_chats: dict[str, OutageMode] = {}
@@ -874,6 +879,9 @@ class FakeTelegram:
                 return
             self._stopping = True
             self._cond.notify_all()
+            # Released long polls and hung requests answer first: closing their sockets under
+            # them would reset the connection before the answer is written.
+            self._cond.wait_for(lambda: self._answers == 0, timeout=5.0)
         server = self._server
         server.shutdown()
         server.server_close()
@@ -1136,6 +1144,18 @@ class FakeTelegram:
             self._cond.notify_all()
 
     # -- request handling (server threads) ------------------------------------------------
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Count a request from its dispatch until its answer is written."""
+        with self._cond:
+            self._answers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._answers -= 1
+                self._cond.notify_all()
 
     def _track_connection(self, sock: socket.socket, thread: threading.Thread) -> None:
         with self._cond:
