@@ -12,7 +12,8 @@ every command is safe to run twice.
     /subscribe NAME      private chats only: alerts of NAME also come here (kept in the store)
     /unsubscribe NAME
     /mine                this chat's subscriptions
-    /status              admins: feeds healthy and failing, queue per chat, last poll
+    /status              admins: health (as `aggregator health`), feeds healthy and failing,
+                         queue per chat, last poll
     /test TEXT           admins: which watchlists match TEXT, and why (as `aggregator match`)
     /pause, /resume      admins: stop and restart all delivery (kept across restarts)
 """
@@ -92,8 +93,11 @@ class Bot:
         *,
         poll_timeout_s: float = POLL_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
+        health: Callable[[], str] | None = None,
     ) -> None:
         self._runtime = runtime
+        # The daemon's health verdict as `aggregator health` words it, for /status.
+        self._health = health
         self._deliveries = deliveries
         self._source = source
         self._poll_timeout_s = poll_timeout_s
@@ -104,11 +108,18 @@ class Bot:
         self.answered = 0
 
     @classmethod
-    def start(cls, runtime: Runtime, deliveries: Deliveries, sender: Sender | None) -> Bot | None:
+    def start(
+        cls,
+        runtime: Runtime,
+        deliveries: Deliveries,
+        sender: Sender | None,
+        *,
+        health: Callable[[], str] | None = None,
+    ) -> Bot | None:
         """Answer commands in a task when the bot speaks to Telegram and commands are on."""
         if not isinstance(sender, TelegramSender) or not runtime.loaded.config.telegram.commands:
             return None
-        bot = cls(runtime, deliveries, sender)
+        bot = cls(runtime, deliveries, sender, health=health)
         bot._task = asyncio.create_task(bot.run(), name="bot commands")
         return bot
 
@@ -282,8 +293,10 @@ class Bot:
         failing = [n for n in enabled if n in states and states[n].consecutive_failures > 0]
         waiting = [n for n in enabled if n not in states]
         healthy = len(enabled) - len(failing) - len(waiting)
-        lines = [
-            "<b>Status</b>",
+        lines = ["<b>Status</b>"]
+        if self._health is not None:
+            lines.append("Health: " + html.escape(self._health()[:300]))
+        lines += [
             "Delivery: " + ("PAUSED (/resume)" if self._deliveries.all_paused else "running"),
             f"Feeds: {healthy} healthy, {len(failing)} failing, {len(waiting)} not polled yet",
         ]

@@ -207,7 +207,13 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload, scheduler, svc.runtime)
             svc.deliverer.wake()  # alerts left queued by an earlier run go out first
             self._deliverer = svc.deliverer
-            bot = Bot.start(svc.runtime, svc.deliverer, svc.sender)
+            bot = Bot.start(
+                svc.runtime,
+                svc.deliverer,
+                svc.sender,
+                # /status judges as `aggregator health` does, on the status in memory.
+                health=lambda: assess(self._status(svc, scheduler), time.time()).line(),
+            )
             event(
                 log,
                 logging.INFO,

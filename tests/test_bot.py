@@ -22,6 +22,7 @@ from aggregator.daemon import Services, services
 from aggregator.pipeline import poll_feed
 from aggregator.store import OutboxEntry
 from tests.conftest import TOKEN, write_config
+from tests.daemon_process import DaemonProcess
 from tests.distinct_feed import distinct_feed
 from tests.servers.fake_telegram import FakeTelegram
 from tests.servers.feed_server import FeedServer
@@ -172,3 +173,28 @@ def _alert(chat: str) -> OutboxEntry:
         feed="wire",
         created_at=time.time(),
     )
+
+
+def test_status_in_the_daemon_gives_the_health_verdict(
+    tmp_path: Path, telegram: FakeTelegram, feed_server: FeedServer
+) -> None:
+    """/status from the running daemon opens with what `aggregator health` would say."""
+    feed_server.add("/wire.xml", distinct_feed("wire", "harbour", 1))
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "wire", "url": feed_server.url_for("/wire.xml")}],
+        watchlists=[{"name": "harbour", "any": ["harbour"], "channels": ["@internal_chan"]}],
+        telegram={"api_url": telegram.api_url, "admins": [ADMIN]},
+        token=TOKEN,
+    )
+    daemon = DaemonProcess(["run", "-c", str(config)])
+    try:
+        assert daemon.wait_for(r'"feed polled"'), daemon.output()
+        telegram.push_update(text="/status", chat_id=ADMIN, user_id=ADMIN)
+        assert telegram.wait_for_messages(1, 20, chat_id=ADMIN), daemon.output()
+        answer = telegram.sent_to(ADMIN)[-1].plain_text
+        assert "Health: healthy: pid " in answer, answer
+        assert "1/1 feeds ok" in answer and "Delivery: running" in answer, answer
+        assert daemon.terminate() == 0, daemon.output()
+    finally:
+        daemon.close()
