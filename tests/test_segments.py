@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.parse import ParseError, parse_feed
-from aggregator.segments import split
+from aggregator.segments import MAX_SPLIT_BYTES, split
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
 NEWS = sorted(
@@ -156,6 +156,13 @@ def test_items_quoted_in_cdata_or_comments_are_not_items() -> None:
 )
 def test_bodies_that_cannot_be_cut_safely_are_not(body: bytes, why: str) -> None:
     assert split(body) is None, why
+
+
+def test_a_body_too_big_to_cut_on_the_event_loop_is_not() -> None:
+    item = ITEM.format(n=1) + "\n"
+    count = MAX_SPLIT_BYTES // len(item)
+    assert split(rss(item * (count - 20))) is not None
+    assert split(rss(item * (count + 20))) is None
 
 
 def test_a_declared_single_byte_encoding_is_cut() -> None:
