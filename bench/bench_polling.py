@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +60,7 @@ from aggregator.parse import FeedParser, ParsedFeed, parse_feed, parse_in_thread
 from aggregator.parse_pool import ParsePool  # noqa: E402
 from aggregator.pipeline import FeedOutcome, Runtime, poll_feed  # noqa: E402
 from aggregator.store import Store  # noqa: E402
+from bench.child import LineChild  # noqa: E402
 
 ITEMS = 50
 NEW_PER_CHANGE = 5
@@ -165,31 +165,18 @@ class Farm:
     """The feed farm in a child process."""
 
     def __init__(self, feeds: int, hosts: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(feeds), "--hosts", str(hosts)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
+        self._child = LineChild(
+            Path(__file__).resolve(), ["--serve", str(feeds), "--hosts", str(hosts)], cwd=ROOT
         )
-        self.urls: list[str] = json.loads(self._line())
+        self.urls: list[str] = json.loads(self._child.read())
         self.newest = 1000
 
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline()
-
     def publish(self, new_items: int) -> None:
-        assert self.proc.stdin is not None
         self.newest += new_items
-        self.proc.stdin.write(f"publish {self.newest}\n")
-        self.proc.stdin.flush()
-        assert self._line().strip() == "ok"
+        assert self._child.ask(f"publish {self.newest}") == "ok"
 
     def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
+        self._child.close()
 
 
 # -- measurements ---------------------------------------------------------------------------

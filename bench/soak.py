@@ -44,7 +44,6 @@ import io
 import logging
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +67,7 @@ from aggregator.matching import Matcher  # noqa: E402
 from aggregator.pipeline import FeedOutcome, Runtime, poll_feed  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 from aggregator.telegram_api import ConsoleSender  # noqa: E402
+from bench.child import LineChild  # noqa: E402
 
 WINDOW = 10  # items per feed
 CHANGE_PERIOD = 10  # a feed gains an item every CHANGE_PERIOD cycles
@@ -182,42 +182,25 @@ class FeedServerProcess:
     """The child process serving the soak's feeds."""
 
     def __init__(self, feeds: int, start: float) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "serve", str(feeds), repr(start)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        self._child = LineChild(
+            Path(__file__).resolve(),
+            ["serve", str(feeds), repr(start)],
             env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"},
         )
-        first = self._line()
+        first = self._child.read()
         if not first.startswith("listening "):
             raise RuntimeError(f"feed server did not start: {first!r}")
         self.url = first.split()[1]
 
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
-
     def advance(self, cycle: int) -> None:
         """Publish this cycle's new items; return once the server serves them."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"cycle {cycle}\n")
-        self.proc.stdin.flush()
-        answer = self._line()
+        answer = self._child.ask(f"cycle {cycle}")
         if answer != f"ready {cycle}":
             raise RuntimeError(f"feed server answered {answer!r}")
 
     def close(self) -> None:
         """Stop the child (closing its stdin ends its loop)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        self._child.close()
 
 
 # -- the pipeline side ------------------------------------------------------------------------
