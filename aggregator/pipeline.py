@@ -363,12 +363,21 @@ def _process(
     keyed = _keyed_items(rt, feed, state, read)
     use_guid = state.identify_by == "guid"
     switched = keyed_by_guid and not use_guid
+    # In the poll that switched the feed to keys by link, an item with no link is keyed by its
+    # text from now on: if its guid, unrepeated here, was seen, it is the same item, and must
+    # not be alerted again for that. (An item with a link is judged by its link alone: a guid
+    # reused for a new article is what made the switch.)
+    repeated: set[str] = set()
+    if switched:
+        guids = Counter([i.guid for i in parsed.items] + [k.guid for _, k in read.unchanged])
+        repeated = {guid for guid, uses in guids.items() if guid and uses > 1}
+
+    def by_guid(link: str | None, guid: str | None) -> bool:
+        return switched and not link and bool(guid) and guid not in repeated
 
     def seen_before(keys: tuple[str, ...], guid_keys: tuple[str, ...]) -> bool:
-        """Seen under these keys; or, in the poll that switched the feed to keys by link,
-        under its keys by guid (``guid_keys``, given only then): an item with no link is keyed
-        by its text from now on, and must not be alerted again for that (its new keys are
-        marked seen)."""
+        """Seen under these keys, or under ``guid_keys`` (see above: given only then), in
+        which case its new keys are marked seen."""
         if any(k in batch_keys or rt.store.is_seen(k) for k in keys):
             return True
         if any(map(rt.store.is_seen, guid_keys)):
@@ -380,10 +389,11 @@ def _process(
     # Unchanged items were seen (read_body checked): their keys only stay present.
     for _, known in read.unchanged:
         present.extend(known.keys_for(use_guid))
-        seen_before(known.keys_for(use_guid), known.keys if switched else ())
+        seen_before(known.keys_for(use_guid), known.keys if by_guid(known.link, known.guid) else ())
     for item, keys in keyed:
         present.extend(keys)
-        if seen_before(keys, item_keys(item, feed_url=feed.url) if switched else ()):
+        guid_keys = item_keys(item, feed_url=feed.url) if by_guid(item.link, item.guid) else ()
+        if seen_before(keys, guid_keys):
             continue
         batch_keys.update(keys)
         seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in keys)

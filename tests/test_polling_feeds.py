@@ -344,6 +344,41 @@ async def test_an_item_without_a_link_is_not_alerted_again_when_guids_are_droppe
             assert [a.item.title for a in outcome.alerts] == ["story D"]
 
 
+async def test_a_new_article_under_a_reused_guid_is_alerted_when_guids_are_dropped(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    """A CMS that starts giving every new item the same guid: the feed is switched to keys by
+    link, and the new article (a new link) is alerted, not taken for the one seen under it."""
+
+    def item(name: str, guid: str) -> str:
+        return (
+            f"<item><title>story {name}</title><link>https://news.example/{name}</link>"
+            f"<guid isPermaLink='false'>{guid}</guid></item>"
+        )
+
+    def body(*items: str) -> bytes:
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>News'
+            "</title><link>https://news.example/</link>" + "".join(items) + "</channel></rss>\n"
+        ).encode()
+
+    data = config_for(server.url_for("/a.xml"))
+    data["watchlists"] = [{"name": "w", "any": ["story"], "channels": ["@chan_x"]}]
+    async with environment(tmp_path, data) as env:
+        steps = [
+            (item("A", "ga"),),
+            (item("B", "X"), item("A", "ga")),
+            (item("C", "X"), item("B", "X"), item("A", "ga")),
+        ]
+        alerted = []
+        for items in steps:
+            server.add("/a.xml", body(*items))
+            env.clock.now += HOUR
+            alerted.append([a.item.title for a in (await env.poll()).alerts])
+        assert alerted == [[], ["story B"], ["story C"]]
+        assert env.runtime.store.feed_state("news").identify_by == "link"
+
+
 async def test_items_are_read_again_when_the_response_headers_change_their_meaning(
     tmp_path: Path, server: FeedServer
 ) -> None:
