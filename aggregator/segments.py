@@ -35,8 +35,8 @@ from aggregator.parse import FeedParser, ParsedFeed, ParseError
 # end tag (RSS and RDF <item>, Atom <entry>, with or without a prefix). Their ends are found
 # with bytes.find: a lazy ".*?" in the pattern cost 3x more, one step per byte of CDATA.
 _MARKUP: Final = re.compile(
-    rb"<(?:(!\[CDATA\[)|(!--)|(/?)((?:[A-Za-z_][\w.-]*:)?(?:item|entry))(?=[\s/>])[^>]*>)"
-)
+    rb"<(?:(!\[CDATA\[)|(!--)|(/?)((?:[A-Za-z_][\w.-]*:)?(?:item|entry))(?=[\s/>])[^<>]*>)"
+)  # [^<>]: a tag that never closes stops at the next "<", not at the end of the body, each time
 _CLOSERS: Final = {1: b"]]>", 2: b"-->"}
 _COMMENT: Final = re.compile(rb"<!--.*?-->", re.DOTALL)
 # What in the header changes on every update without changing how an item reads: the feed's

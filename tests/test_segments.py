@@ -152,6 +152,8 @@ def test_items_quoted_in_cdata_or_comments_are_not_items() -> None:
         ),
         (rss(items(1)).replace(b"<title>1", b"<title>\xff\xfe1"), "not UTF-8"),
         (rss(items(1)).decode().encode("utf-16"), "UTF-16"),
+        # Start tags that never close: each is read up to the next "<", not to the body's end.
+        (rss("<item " * 5000), "unclosed start tags"),
     ],
 )
 def test_bodies_that_cannot_be_cut_safely_are_not(body: bytes, why: str) -> None:
