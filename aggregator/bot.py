@@ -295,7 +295,11 @@ class Bot:
         healthy = len(enabled) - len(failing) - len(waiting)
         lines = ["<b>Status</b>"]
         if self._health is not None:
-            lines.append("Health: " + html.escape(self._health()[:300]))
+            try:
+                health = self._health()
+            except Exception as exc:  # the rest of /status still helps the admin
+                health = f"unknown ({type(exc).__name__} while judging it)"
+            lines.append("Health: " + html.escape(health[:300]))
         lines += [
             "Delivery: " + ("PAUSED (/resume)" if self._deliveries.all_paused else "running"),
             f"Feeds: {healthy} healthy, {len(failing)} failing, {len(waiting)} not polled yet",

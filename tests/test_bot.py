@@ -175,6 +175,16 @@ def _alert(chat: str) -> OutboxEntry:
     )
 
 
+async def test_status_still_answers_when_judging_health_fails(running: Running) -> None:
+    def failing() -> str:
+        raise RuntimeError("no status yet")
+
+    running.bot._health = failing
+    status = await running.ask("/status", user=ADMIN)
+    assert "Health: unknown (RuntimeError while judging it)" in status
+    assert "Delivery: running" in status
+
+
 def test_status_in_the_daemon_gives_the_health_verdict(
     tmp_path: Path, telegram: FakeTelegram, feed_server: FeedServer
 ) -> None:
