@@ -14,6 +14,8 @@ restart it in a loop, dropping its backoff state each time, while the outage goe
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,9 @@ from .status import (
 STALE_FACTOR = 3
 # A status file older than this was written by a daemon that is hung or gone.
 UNRESPONSIVE_AFTER_S = 6 * STATUS_EVERY_S
+# A full disk stops the status file as it stops the store: with less free space than this
+# where the status file is, an unresponsive daemon is said to be most likely that.
+LOW_DISK_BYTES = 1024 * 1024
 
 NOT_RUNNING = "not running"
 UNRESPONSIVE = "unresponsive"
@@ -177,7 +182,19 @@ def watchdog_ok(verdict: Verdict) -> bool:
     return not any(p.kind in WATCHDOG_KINDS for p in verdict.problems)
 
 
-def check(storage_path: Path, now: float) -> tuple[Verdict, DaemonStatus | None]:
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def check(
+    storage_path: Path,
+    now: float,
+    *,
+    free_bytes: Callable[[Path], int | None] = _free_bytes,
+) -> tuple[Verdict, DaemonStatus | None]:
     """Read the status file beside this store and judge it (the CLI's health check)."""
     path = status_path(storage_path)
     try:
@@ -189,4 +206,17 @@ def check(storage_path: Path, now: float) -> tuple[Verdict, DaemonStatus | None]
             else str(exc)
         )
         return Verdict(False, reason, (Problem(NO_STATUS, reason),)), None
-    return assess(status, now, process_alive=pid_alive(status.pid)), status
+    verdict = assess(status, now, process_alive=pid_alive(status.pid))
+    if any(p.kind == UNRESPONSIVE for p in verdict.problems):
+        free = free_bytes(path.parent)
+        if free is not None and free < LOW_DISK_BYTES:
+            note = (
+                f"; the disk it writes to has {free} bytes free, and a full disk stops its "
+                "status file and its store alike (free some space)"
+            )
+            problems = tuple(
+                Problem(p.kind, p.message + note) if p.kind == UNRESPONSIVE else p
+                for p in verdict.problems
+            )
+            verdict = Verdict(False, problems[0].message, problems)
+    return verdict, status

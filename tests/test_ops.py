@@ -30,6 +30,7 @@ from aggregator.health import (
     STALLED,
     UNRESPONSIVE,
     assess,
+    check,
     pid_alive,
     watchdog_ok,
 )
@@ -137,6 +138,20 @@ def test_a_status_file_that_stopped_changing_means_unresponsive() -> None:
     verdict = assess(_status(updated_at=NOW - 600), NOW)
     assert [p.kind for p in verdict.problems] == [UNRESPONSIVE]
     assert "last wrote its status 600 s ago" in verdict.line()
+
+
+def test_an_unresponsive_daemon_on_a_full_disk_is_said_to_be_that(tmp_path: Path) -> None:
+    """A full disk stops the status file too, so `aggregator health` sees only a stale one:
+    it then says how little space is left (the free space is given, a full disk is not)."""
+    storage = tmp_path / "aggregator.json"
+    write_status(status_path(storage), _status(updated_at=NOW - 600))
+    full, _ = check(storage, NOW, free_bytes=lambda folder: 0)
+    assert [p.kind for p in full.problems] == [UNRESPONSIVE]
+    assert "(it writes every 10 s); the disk it writes to has 0 bytes free" in full.line()
+    roomy, _ = check(storage, NOW, free_bytes=lambda folder: 10**10)
+    assert "bytes free" not in roomy.line() and "last wrote its status 600 s ago" in roomy.line()
+    # And on the real disk of this test (not full), nothing is added.
+    assert "bytes free" not in check(storage, NOW)[0].line()
 
 
 def test_no_success_for_three_intervals_is_stale_and_says_how_long() -> None:
