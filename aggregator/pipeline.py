@@ -32,7 +32,7 @@ from .compose import LINK_MAX, Message, MessageOptions, add_sources, compose_ale
 from .config import FeedSettings, LoadedConfig, WatchlistSettings
 from .errors import FetchError, StoreError
 from .fetch import Fetcher, FetchResult, Validators
-from .identify import guid_problem, item_keys
+from .identify import Identified, guid_problem, item_keys
 from .logs import event
 from .matching import Matcher
 from .metrics import Metrics
@@ -222,18 +222,28 @@ def _commit(rt: Runtime, feed: FeedSettings, state: FeedState, **batch: object) 
     return True
 
 
-def _keyed_items(
-    rt: Runtime, feed: FeedSettings, state: FeedState, read: Read
-) -> list[tuple[Item, tuple[str, ...]]]:
-    """Each parsed item with its keys; a feed whose guids prove unreliable (judged on all its
-    items, parsed or unchanged) is keyed by link for good."""
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """An item of the body with its keys."""
+
+    item: Item | None  # None: unchanged since the last body, not parsed again
+    keys: tuple[str, ...]
+    # In the poll that switches the feed to keys by link: the keys it was seen under before,
+    # when it has no link (from now on it is keyed by its text) and a guid unrepeated here.
+    former: tuple[str, ...] = ()
+
+
+def _keyed_items(rt: Runtime, feed: FeedSettings, state: FeedState, read: Read) -> list[_Keyed]:
+    """Each item of the body (unchanged ones first) with its keys; a feed whose guids prove
+    unreliable is keyed by link for good."""
+    items: list[Identified] = [*(known for _, known in read.unchanged), *read.parsed.items]
+    switched = False
     if state.identify_by == "guid":
         problem = guid_problem(
-            [*read.parsed.items, *(known for _, known in read.unchanged)],
-            feed_url=feed.url,
-            seen_here=lambda key: rt.store.seen_by(key) == feed.name,
+            items, feed_url=feed.url, seen_here=lambda key: rt.store.seen_by(key) == feed.name
         )
         if problem is not None:
+            switched = True
             state.identify_by, state.guid_problem = "link", problem
             event(
                 log,
@@ -243,9 +253,22 @@ def _keyed_items(
                 reason=problem,
             )
     use_guid = state.identify_by == "guid"
-    return [
-        (item, item_keys(item, feed_url=feed.url, use_guid=use_guid)) for item in read.parsed.items
+    # A guid reused for a new article is what makes the switch: an item with a link is judged
+    # by its link alone, one without by its guid key only if no other item has its guid.
+    uses = Counter(item.guid for item in items)
+
+    def has_former(item: Identified) -> bool:
+        return switched and not item.link and bool(item.guid) and uses[item.guid] == 1
+
+    keyed = [
+        _Keyed(None, known.keys_for(use_guid), known.keys if has_former(known) else ())
+        for _, known in read.unchanged
     ]
+    for item in read.parsed.items:
+        keys = item_keys(item, feed_url=feed.url, use_guid=use_guid)
+        former = item_keys(item, feed_url=feed.url) if has_former(item) else ()
+        keyed.append(_Keyed(item, keys, former))
+    return keyed
 
 
 class _StoryBatch:
@@ -359,44 +382,20 @@ def _process(
     batch_keys: set[str] = set()
     present: list[str] = []
     new_times: list[float] = []
-    keyed_by_guid = state.identify_by == "guid"
     keyed = _keyed_items(rt, feed, state, read)
-    use_guid = state.identify_by == "guid"
-    switched = keyed_by_guid and not use_guid
-    # In the poll that switched the feed to keys by link, an item with no link is keyed by its
-    # text from now on: if its guid, unrepeated here, was seen, it is the same item, and must
-    # not be alerted again for that. (An item with a link is judged by its link alone: a guid
-    # reused for a new article is what made the switch.)
-    repeated: set[str] = set()
-    if switched:
-        guids = Counter([i.guid for i in parsed.items] + [k.guid for _, k in read.unchanged])
-        repeated = {guid for guid, uses in guids.items() if guid and uses > 1}
-
-    def by_guid(link: str | None, guid: str | None) -> bool:
-        return switched and not link and bool(guid) and guid not in repeated
-
-    def seen_before(keys: tuple[str, ...], guid_keys: tuple[str, ...]) -> bool:
-        """Seen under these keys, or under ``guid_keys`` (see above: given only then), in
-        which case its new keys are marked seen."""
-        if any(k in batch_keys or rt.store.is_seen(k) for k in keys):
-            return True
-        if any(map(rt.store.is_seen, guid_keys)):
-            batch_keys.update(keys)
-            seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in keys)
-            return True
-        return False
-
-    # Unchanged items were seen (read_body checked): their keys only stay present.
-    for _, known in read.unchanged:
-        present.extend(known.keys_for(use_guid))
-        seen_before(known.keys_for(use_guid), known.keys if by_guid(known.link, known.guid) else ())
-    for item, keys in keyed:
-        present.extend(keys)
-        guid_keys = item_keys(item, feed_url=feed.url) if by_guid(item.link, item.guid) else ()
-        if seen_before(keys, guid_keys):
+    for entry in keyed:
+        present.extend(entry.keys)
+        if any(k in batch_keys or rt.store.is_seen(k) for k in entry.keys):
             continue
-        batch_keys.update(keys)
-        seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in keys)
+        batch_keys.update(entry.keys)
+        seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in entry.keys)
+        item = entry.item
+        if item is None or any(map(rt.store.is_seen, entry.former)):
+            # Unchanged (read_body found it seen; only a switch to keys by link can make its
+            # keys new), or seen under its former keys: the same item, marked seen under its
+            # new ones, not alerted again.
+            continue
+        keys = entry.keys
         outcome.new_items += 1
         appeared = poll_state.item_time(item.published, now, first_poll=first_poll)
         if appeared is not None:
@@ -447,7 +446,11 @@ def _process(
     if committed and (entries or stories.edits):
         rt.on_alerts()
     if committed:
-        remembered = read.remembered(keyed, use_guid, feed.url)
+        remembered = read.remembered(
+            [(e.item, e.keys) for e in keyed if e.item is not None],
+            state.identify_by == "guid",
+            feed.url,
+        )
         if remembered is None:
             rt.known_items.pop(feed.name, None)
         else:
