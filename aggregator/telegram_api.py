@@ -118,25 +118,21 @@ class TelegramSender:
     wants_html = True
 
     def __init__(self, *, api_url: str, token: str, timeout_s: float = 30.0) -> None:
-        request = HTTPXRequest(
-            connection_pool_size=32,
-            connect_timeout=min(timeout_s, 10.0),
-            read_timeout=timeout_s,
-            write_timeout=timeout_s,
-            pool_timeout=timeout_s,
-        )
-        updates_request = HTTPXRequest(
-            connection_pool_size=1,
-            connect_timeout=min(timeout_s, 10.0),
-            read_timeout=timeout_s,
-            write_timeout=timeout_s,
-            pool_timeout=timeout_s,
-        )
+        def request(connections: int) -> HTTPXRequest:
+            return HTTPXRequest(
+                connection_pool_size=connections,
+                connect_timeout=min(timeout_s, 10.0),
+                read_timeout=timeout_s,
+                write_timeout=timeout_s,
+                pool_timeout=timeout_s,
+            )
+
+        # Sends share a pool; the bot's one long poll (getUpdates) has a connection of its own.
         self._bot: ExtBot[None] = ExtBot(
             token,
             base_url=f"{api_url}/bot",
-            request=request,
-            get_updates_request=updates_request,
+            request=request(32),
+            get_updates_request=request(1),
         )
         self._ready = False
 
