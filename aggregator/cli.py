@@ -235,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"aggregator: {exc}", file=sys.stderr)
         return EXIT_START
+    except ConfigError as exc:  # e.g. a proxy variable of the environment that cannot be used
+        print(f"aggregator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except DeliveryError as exc:
         print(f"aggregator: {exc}", file=sys.stderr)
         return EXIT_START

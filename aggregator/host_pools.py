@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import httpx
 
+from aggregator.errors import ConfigError
+
 _Origin = tuple[str, str, int | None]
 
 
@@ -84,16 +86,23 @@ def proxy_mounts(
     ssl_context: ssl.SSLContext, limits: httpx.Limits
 ) -> dict[str, httpx.AsyncBaseTransport | None]:
     """httpx mounts for the proxies the environment names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and
-    NO_PROXY, in either case), by httpx's own rules; None mounts are hosts to reach directly."""
+    NO_PROXY, in either case), by httpx's own rules; None mounts are hosts to reach directly.
+    Raises ConfigError naming the variable when a proxy cannot be used."""
     proxies = urllib.request.getproxies()
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
     for scheme in ("http", "https", "all"):
         url = proxies.get(scheme)
         if url:
             url = url if "://" in url else f"http://{url}"
-            mounts[f"{scheme}://"] = httpx.AsyncHTTPTransport(
-                proxy=url, verify=ssl_context, limits=limits
-            )
+            try:
+                mounts[f"{scheme}://"] = httpx.AsyncHTTPTransport(
+                    proxy=url, verify=ssl_context, limits=limits
+                )
+            except (ValueError, ImportError) as exc:  # an unknown scheme; SOCKS without socksio
+                variable = f"{scheme.upper()}_PROXY"
+                reason = "SOCKS proxies are not supported" if "socks" in url.lower() else exc
+                problem = (f"environment {variable}", f"cannot use it: {reason}")
+                raise ConfigError([problem]) from None
     for host in (part.strip() for part in proxies.get("no", "").split(",")):
         if host == "*":
             return {}

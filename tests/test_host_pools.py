@@ -8,6 +8,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import httpx
@@ -15,6 +16,8 @@ import pytest
 
 from aggregator.fetch import Fetcher
 from aggregator.host_pools import HostPools
+from tests.conftest import write_config
+from tests.daemon_process import clean_env, run_cli
 from tests.servers.feed_server import FeedServer
 
 RSS = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
@@ -136,3 +139,22 @@ async def test_the_fetcher_goes_through_the_proxy_the_environment_names(
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        ("HTTP_PROXY", "ftp://proxy.example:21", "Unknown scheme"),
+        ("HTTPS_PROXY", "socks5://127.0.0.1:1080", "SOCKS proxies are not supported"),
+    ],
+)
+def test_a_proxy_variable_that_cannot_be_used_is_a_clear_error(
+    tmp_path: Path, variable: str, value: str, why: str
+) -> None:
+    config = write_config(tmp_path, feeds=[], watchlists=[])
+    env = clean_env(**{variable: value})
+    env.pop("NO_PROXY", None)
+    result = run_cli(["once", "-c", str(config)], env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"environment {variable}: cannot use it: {why}" in result.stderr
+    assert "Traceback" not in result.stderr
