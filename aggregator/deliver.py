@@ -26,10 +26,12 @@ import functools
 import logging
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, tzinfo
+from html import unescape
 from zoneinfo import ZoneInfo
 
 from .chats import Chats
@@ -812,7 +814,9 @@ class Deliverer:
                     try:
                         await self._sender.send(message)
                     except MarkupRejected:
-                        plain = dataclasses.replace(message, html=False)
+                        # The same text without its markup: as HTML source it would show tags.
+                        text = _markup_to_plain(message.text) if message.html else message.text
+                        plain = dataclasses.replace(message, text=text, html=False)
                         await self._sender.send(plain)
                 return True
             except RetryLater as exc:
@@ -866,3 +870,11 @@ class Deliverer:
                 self.store_error = None
                 self._store_writable.set()
             return
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _markup_to_plain(html_text: str) -> str:
+    """Our own Telegram HTML (a few tags, lines split by "\n") as the text it shows."""
+    return unescape(_TAG.sub("", html_text))

@@ -208,3 +208,12 @@ def test_status_in_the_daemon_gives_the_health_verdict(
         assert daemon.terminate() == 0, daemon.output()
     finally:
         daemon.close()
+
+
+async def test_an_answer_whose_markup_is_refused_arrives_as_its_plain_text(
+    running: Running,
+) -> None:
+    running.telegram.reject_entities_next(1, chat_id=ADMIN)
+    status = await running.ask("/status", user=ADMIN)
+    assert status.startswith("Status\nDelivery: running"), status
+    assert "<b>" not in status
