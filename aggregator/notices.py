@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 
 from .compose import compose_notice
 from .logs import redact
-from .store import OutboxEntry, Store
+from .store import OutboxEntry, Store, outbox_id
 
 
 def admin_entries(
@@ -26,7 +25,7 @@ def admin_entries(
     notice = compose_notice(title, [redact(line) for line in lines])
     return [
         OutboxEntry(
-            id=hashlib.sha256(f"{key}\x00{admin}".encode()).hexdigest()[:24],
+            id=outbox_id(key, str(admin)),
             chat=str(admin),
             text=notice.html,
             plain=notice.plain,

@@ -47,6 +47,7 @@ from .store import (
     Store,
     Story,
     StoryMessage,
+    outbox_id,
 )
 
 log = logging.getLogger("aggregator.pipeline")
@@ -100,11 +101,6 @@ class Runtime:
     # body's unchanged items are not parsed again (segments.py). Memory only: a restart
     # parses each feed whole once.
     known_items: dict[str, FeedItems] = field(default_factory=dict)
-
-
-def outbox_id(key: str, chat: str) -> str:
-    """One alert per story per chat, whichever watchlist found it first."""
-    return hashlib.sha256(f"{key}\x00{chat}".encode()).hexdigest()[:24]
 
 
 async def poll_feed(rt: Runtime, feed: FeedSettings, *, dry_run: bool = False) -> FeedOutcome:

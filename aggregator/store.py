@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import hashlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -65,6 +66,12 @@ POLL_TIMES = frozenset(
     }
 )
 POLL_FLUSH_S = 60.0
+
+
+def outbox_id(key: str, chat: str) -> str:
+    """The id of the outbox entry for item (or notice) ``key`` in ``chat``: one alert per story
+    per chat, whichever watchlist found it first; a notice queued again is not sent twice."""
+    return hashlib.sha256(f"{key}\x00{chat}".encode()).hexdigest()[:24]
 
 
 @dataclass
