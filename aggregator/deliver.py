@@ -242,7 +242,7 @@ class Deliverer:
         if self._stop.is_set() or self.fatal or self._all_paused:
             return
         chats = set(self._store.chats_with_pending())
-        chats |= {edit.chat for edit in self._store.pending_edits()}
+        chats |= self._store.pending_edit_counts().keys()
         for chat in [c for c, task in self._workers.items() if task.done()]:
             del self._workers[chat]  # a chat that once had alerts needs no task kept
         for chat in chats:
@@ -268,7 +268,9 @@ class Deliverer:
         alerts = sum(
             n for chat, n in self._store.pending_counts().items() if chat not in self._paused
         )
-        edits = sum(1 for edit in self._store.pending_edits() if edit.chat not in self._paused)
+        edits = sum(
+            n for chat, n in self._store.pending_edit_counts().items() if chat not in self._paused
+        )
         return alerts + edits
 
     def queue_depths(self) -> dict[str, int]:
@@ -430,13 +432,14 @@ class Deliverer:
         backoff = first_backoff
         failing = False  # the last attempt failed transiently (Telegram down or unreachable)
         while not self._stop.is_set() and not self._all_paused:
-            planned = self._plan(chat, time.time())
-            if planned is None:
+            if not self._store.has_pending(chat):
                 # Its backlog is gone: a digest refused once no longer keeps later ones off.
                 self._unpacked.discard(chat)
                 return
-            if isinstance(planned, float):
-                self._wake_at(chat, planned - time.time())
+            # The job itself is planned once there is room (below): the backlog may grow
+            # while it waits. Before that, only quiet hours can hold everything back.
+            if self.quiet_hours and isinstance(held := self._plan(chat, time.time()), float):
+                self._wake_at(chat, held - time.time())
                 return
             await self._until_store_writable()
             if self._stop.is_set():
@@ -446,7 +449,6 @@ class Deliverer:
             async with self._slot(chat):
                 if self._stop.is_set() or self._all_paused:
                     continue  # stopped or paused while it waited for room: send nothing
-                # Planned again now that the limit has room: the backlog may have grown.
                 job = self._plan(chat, time.time())
                 if job is None or isinstance(job, float):
                     continue

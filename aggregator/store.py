@@ -477,6 +477,14 @@ class Store:
         """How many alerts wait for each chat (from the index: no entry is built)."""
         return {chat: len(entries) for chat, entries in self._outbox_by_chat.items() if entries}
 
+    def pending_edit_counts(self) -> dict[str, int]:
+        """How many edits wait for each chat (from the index: no entry is built)."""
+        return {chat: len(edits) for chat, edits in self._edits_by_chat.items() if edits}
+
+    def has_pending(self, chat: str) -> bool:
+        """Whether alerts or edits wait for this chat (from the index)."""
+        return bool(self._outbox_by_chat.get(chat) or self._edits_by_chat.get(chat))
+
     def sent_message_id(self, item_key: str, chat: str) -> int | None:
         """The Telegram message id of the latest alert for this item in this chat, for edits."""
         doc_id = self._sent_by_item_chat.get((item_key, chat))
