@@ -384,6 +384,8 @@ class Store:
         self._next_id = batch.next_id
         if self._unsaved_polls:
             self._unsaved_polls.difference_update(i for t, i, _ in ops if t == FEEDS)
+            if not self._unsaved_polls:  # all written with this batch: nothing waits
+                self._unsaved_since = None
 
     def _batch(self) -> _Batch:
         if self.readonly:

@@ -25,6 +25,7 @@ from aggregator.cluster import Fingerprint, Source
 from aggregator.errors import StoreError, StoreLockedError
 from aggregator.storage import JournalStorage
 from aggregator.store import (
+    POLL_FLUSH_S,
     EditEntry,
     FeedState,
     OutboxEntry,
@@ -978,6 +979,20 @@ def test_feed_state_without_the_new_fields_loads_with_defaults(path: Path) -> No
     path.write_text(json.dumps(document), encoding="utf-8")
     with Store.open(path) as store:
         assert store.feed_state("f") == FeedState()
+
+
+def test_poll_times_written_by_a_commit_start_their_wait_afresh(path: Path) -> None:
+    with Store.open(path) as store:
+        polled = FeedState(etag="e1", initialized=True, last_success_at=100.0, next_poll_at=700.0)
+        store.commit(feed="f", state=polled)
+        assert store.note_poll("f", dataclasses.replace(polled, next_poll_at=710.0), now=100.0)
+        # A commit of the feed writes its waiting poll times with it...
+        store.commit(feed="f", state=dataclasses.replace(polled, etag="e2"))
+        size = store.stats().journal_bytes
+        # ...so the next unchanged poll waits POLL_FLUSH_S from now, not from the first one.
+        later = dataclasses.replace(polled, etag="e2", next_poll_at=800.0)
+        assert store.note_poll("f", later, now=100.0 + POLL_FLUSH_S + 10)
+        assert store.stats().journal_bytes == size
 
 
 def test_a_poll_that_found_nothing_new_is_kept_in_memory_then_written_once(path: Path) -> None:
