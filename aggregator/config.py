@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -43,6 +44,16 @@ TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
 CREDENTIAL_NAME = "telegram_token"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _poll_interval(value: float) -> float:
+    if value < 10:
+        raise ValueError("must be at least 10s; publishers ban clients that poll faster")
+    return value
+
+
+# How often a feed is polled (or retried): never faster than every 10 s.
+PollInterval = Annotated[Duration, AfterValidator(_poll_interval)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
@@ -160,7 +171,7 @@ class StorageSettings(_Section):
 class PollingSettings(_Section):
     """[polling]: default interval, first-poll backfill and fetch limits."""
 
-    interval: Duration = 600.0
+    interval: PollInterval = 600.0
     backfill: Backfill = 6 * 3600.0
     jitter: float = Field(default=0.1, ge=0, le=0.5)
     timeout: Duration = 60.0
@@ -172,11 +183,11 @@ class PollingSettings(_Section):
     # Adaptive polling (aggregator.polling): a feed's interval moves between these with its
     # pace. Unset, min_interval is 1m (or the interval, if shorter) and max_interval is the
     # interval, so a config from before adaptivity never polls a feed less often than it says.
-    min_interval: Duration | None = None
-    max_interval: Duration | None = None
+    min_interval: PollInterval | None = None
+    max_interval: PollInterval | None = None
     # Failures back off exponentially up to max_backoff; after suspend_after in a row the feed
     # is suspended (retried at max_backoff) and the admins are told, once.
-    max_backoff: Duration = 3600.0
+    max_backoff: PollInterval = 3600.0
     suspend_after: int = Field(default=5, ge=1, le=1000)
     # Processes that parse feeds (aggregator.parse_pool); 0 parses in a thread of the daemon.
     parse_workers: int | Literal["auto"] = "auto"
@@ -199,13 +210,6 @@ class PollingSettings(_Section):
                 f'must be "auto" or a number of processes from 0 to 32 (0: parse in a thread), '
                 f"got {value!r}"
             )
-        return value
-
-    @field_validator("interval", "min_interval", "max_interval", "max_backoff")
-    @classmethod
-    def _check_interval(cls, value: float | None) -> float | None:
-        if value is not None and value < 10:
-            raise ValueError("must be at least 10s; publishers ban clients that poll faster")
         return value
 
     @model_validator(mode="after")
@@ -244,9 +248,9 @@ class FeedSettings(_Section):
 
     name: str
     url: str
-    interval: Duration | None = None
-    min_interval: Duration | None = None  # this feed's own [polling] min_interval
-    max_interval: Duration | None = None  # this feed's own [polling] max_interval
+    interval: PollInterval | None = None
+    min_interval: PollInterval | None = None  # this feed's own [polling] min_interval
+    max_interval: PollInterval | None = None  # this feed's own [polling] max_interval
     tags: tuple[str, ...] = ()
     enabled: bool = True
 
@@ -262,13 +266,6 @@ class FeedSettings(_Section):
     def _check_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+\S*$", value):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        return value
-
-    @field_validator("interval", "min_interval", "max_interval")
-    @classmethod
-    def _check_interval(cls, value: float | None) -> float | None:
-        if value is not None and value < 10:
-            raise ValueError("must be at least 10s; publishers ban clients that poll faster")
         return value
 
 
