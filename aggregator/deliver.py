@@ -166,6 +166,9 @@ class Deliverer:
         # Cleared while a sent alert cannot be recorded: no chat sends until the store can.
         self._store_writable = asyncio.Event()
         self._store_writable.set()
+        # Set once a write has succeeded in this process (see _prove_store).
+        self._store_proven = False
+        self._proving = asyncio.Lock()
         self.store_error: str | None = None
         self._paused: dict[str, str] = {}
         self._durably_paused = set(self.chats.paused())
@@ -203,10 +206,14 @@ class Deliverer:
         limits = Limits(telegram.overall_limit, telegram.group_limit, telegram.private_limit)
         if not self._paced:
             self.gate = None
-        elif self.gate is None or self.gate.limits != limits:
+        elif self.gate is not None:
+            # Changed in place: sends waiting for room see the new limits, and stop() still
+            # reaches them (a gate swapped for a new one would keep them waiting).
+            if self.gate.limits != limits:
+                self.gate.set_limits(limits)
+        else:
             self.gate = Gate(limits)
-            # What was sent in the last window (by a previous process, or before a reload
-            # changed the limits) still counts at Telegram.
+            # What a previous process sent in the last window still counts at Telegram.
             longest = max(limits.overall.window_s, limits.group.window_s, limits.private.window_s)
             self.gate.seed(
                 self._store.recent_sends(time.time() - longest), self._store.chats_with_pending()
@@ -350,6 +357,18 @@ class Deliverer:
                 chats=len(waiting),
             )
 
+    async def _prove_store(self) -> None:
+        """Before this process's first send, one durable write. A store that cannot record
+        (a disk already full at start) then holds delivery as _record does, instead of letting
+        each chat send an alert that cannot be recorded, and again after every restart."""
+        async with self._proving:  # one write for all the chats that start together
+            if self._store_proven:
+                return
+            await self._record(
+                None, functools.partial(self._store.set_meta, "delivery_checked_at", time.time())
+            )
+            self._store_proven = self._store_writable.is_set()
+
     async def _until_store_writable(self) -> None:
         """Hold this chat while a sent alert cannot be recorded (see _record)."""
         if not self._store_writable.is_set():
@@ -441,14 +460,18 @@ class Deliverer:
             if self.quiet_hours and isinstance(held := self._plan(chat, time.time()), float):
                 self._wake_at(chat, held - time.time())
                 return
+            if not self._store_proven:
+                await self._prove_store()
             await self._until_store_writable()
             if self._stop.is_set():
                 return
             error: DeliveryError | None = None
             message_id: int | None = None
             async with self._slot(chat):
-                if self._stop.is_set() or self._all_paused:
-                    continue  # stopped or paused while it waited for room: send nothing
+                if self._stop.is_set() or self._all_paused or not self._store_writable.is_set():
+                    # Stopped, paused, or the store failed while it waited for room: send
+                    # nothing (the loop waits for the store again).
+                    continue
                 job = self._plan(chat, time.time())
                 if job is None or isinstance(job, float):
                     continue
@@ -831,8 +854,9 @@ class Deliverer:
         event(log, logging.WARNING, "cannot answer; gave up", chat=message.chat)
         return False
 
-    async def _record(self, job: Job, write: Callable[[], None]) -> None:
-        """Retire a job in the store; while the disk refuses, hold every chat and keep retrying."""
+    async def _record(self, job: Job | None, write: Callable[[], None]) -> None:
+        """Retire a job in the store (None: check that it can write at all, _prove_store);
+        while the disk refuses, hold every chat and keep retrying."""
         delay = min(FIRST_BACKOFF_S, self._max_backoff)
         attempts = 0
         while True:
@@ -845,12 +869,17 @@ class Deliverer:
                 self.store_error = str(exc)
                 attempts += 1
                 self.stats["store_write_failures"] += 1
+                if job is None:
+                    about: dict[str, object] = {}
+                    what = "cannot write the store; holding delivery"
+                else:
+                    about = {"chat": job.chat, "alert": _label(job)}
+                    what = "cannot record a sent alert; holding delivery"
                 event(
                     log,
                     logging.ERROR,
-                    "cannot record a sent alert; holding delivery",
-                    chat=job.chat,
-                    alert=_label(job),
+                    what,
+                    **about,
                     error=str(exc),
                     attempts=attempts,
                     retry_in_s=round(delay, 1),
@@ -861,12 +890,12 @@ class Deliverer:
                 delay = min(delay * 2, self._max_backoff)
                 continue
             if not self._store_writable.is_set():
+                about = {} if job is None else {"chat": job.chat, "alert": _label(job)}
                 event(
                     log,
                     logging.WARNING,
                     "store writable again; delivery resumes",
-                    chat=job.chat,
-                    alert=_label(job),
+                    **about,
                     attempts=attempts,
                 )
                 self.store_error = None

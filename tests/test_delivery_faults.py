@@ -1,0 +1,149 @@
+"""Delivery under faults around it: a store that stops writing, a reload of the limits.
+
+The store stops writing for real: the test process gets a file size limit below the size its
+store's files already have (as systemd's LimitFSIZE= or a full disk would), so that every
+journal append and snapshot rewrite fails with EFBIG through the real Store and the real
+deliverer; lifting the limit ends the fault. tests/test_disk.py does the same to a whole daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.deliver import Deliverer
+from aggregator.metrics import Metrics
+from aggregator.pacing import Limits, Rate
+from aggregator.store import OutboxEntry, Store
+from aggregator.telegram_api import TelegramSender
+from tests.conftest import TOKEN, write_config
+from tests.servers.fake_telegram import FakeTelegram
+
+needs_fsize = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE with EFBIG is Linux behaviour"
+)
+
+
+def _entry(n: int, chat: str) -> OutboxEntry:
+    return OutboxEntry(
+        id=f"id-{chat}-{n}",
+        chat=chat,
+        text=f"<b>alert {n}</b>",
+        plain=f"alert {n}",
+        watchlist="w",
+        item_key=f"key-{n}",
+        feed="f",
+        created_at=time.time(),
+    )
+
+
+async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``within_s`` seconds pass (False)."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+BALLAST = 2_000_000  # bytes of store, and the file size limit below it
+LIMIT = BALLAST // 2
+
+
+@contextmanager
+def _store_unwritable(store: Store) -> Iterator[None]:
+    store.set_meta("ballast", "x" * BALLAST)  # the journal, and any snapshot, past LIMIT
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # Beyond the limit, a write fails with EFBIG instead of killing the process.
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _sends(telegram: FakeTelegram) -> Counter[tuple[str, str]]:
+    return Counter((str(m.chat_id), m.text) for m in telegram.messages)
+
+
+@needs_fsize
+async def test_sends_waiting_for_room_do_not_go_out_once_the_store_fails(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    chats = [f"@chan_{n}" for n in range(8)]
+    store.commit(alerts=[_entry(n, chat) for chat in chats for n in range(2)])
+    # Two sends a second in all: most chats wait for room at any moment.
+    deliverer = Deliverer(store, sender, limits=Limits(overall=Rate(2, 1.0)), max_backoff_s=0.2)
+    draining = asyncio.create_task(deliverer.drain(60))
+    try:
+        assert await _until(lambda: len(telegram.messages) >= 2, 10)
+        with _store_unwritable(store):
+            assert await _until(lambda: deliverer.store_error is not None, 10)
+            at_fault = len(telegram.messages)
+            # Those waiting for room when the store failed must not send: two seconds would
+            # let four of them through.
+            more = await _until(lambda: len(telegram.messages) > at_fault + 2, 2.5)
+            assert not more, f"{len(telegram.messages) - at_fault} sends after the store failed"
+        assert await draining == 0
+    finally:
+        await deliverer.aclose()
+    expected = {(chat, f"<b>alert {n}</b>") for chat in chats for n in range(2)}
+    sends = _sends(telegram)
+    assert set(sends) == expected, "nothing lost"
+    assert set(sends.values()) == {1}, "nothing sent twice"
+
+
+@needs_fsize
+async def test_a_store_that_cannot_write_at_start_holds_delivery(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    # A disk already full when the daemon starts: sending would go out and not be recorded,
+    # then again after each restart. Nothing is sent until the store can write.
+    chats = ["@chan_a", "@chan_b"]
+    store.commit(alerts=[_entry(1, chat) for chat in chats])
+    deliverer = Deliverer(store, sender, max_backoff_s=0.2)
+    try:
+        with _store_unwritable(store):
+            deliverer.wake()
+            assert await _until(lambda: deliverer.store_error is not None, 10)
+            assert not await _until(lambda: bool(telegram.messages), 1.0)
+        assert await deliverer.drain(20) == 0
+    finally:
+        await deliverer.aclose()
+    assert _sends(telegram) == Counter({(chat, "<b>alert 1</b>"): 1 for chat in chats})
+
+
+async def test_a_reload_changes_the_limits_of_the_gate_in_use(
+    tmp_path: Path, store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    def config(group_limit: str) -> Path:
+        return write_config(
+            tmp_path,
+            feeds=[{"name": "f", "url": "http://127.0.0.1:9/feed.xml"}],
+            watchlists=[{"name": "w", "any": ["x"], "channels": ["@chan"]}],
+            telegram={"api_url": telegram.api_url, "group_limit": group_limit},
+            token=TOKEN,
+        )
+
+    loaded = load_config(config("2/60s")).config
+    deliverer = Deliverer.from_config(store, sender, loaded, paced=True, metrics=Metrics())
+    gate = deliverer.gate
+    assert gate is not None
+    deliverer.apply(load_config(config("3/60s")).config)
+    # Sends already waiting hold this gate: a new one would not see them, nor stop them.
+    assert deliverer.gate is gate
+    assert gate.limits.group == Rate(3, 60.0)
+    await deliverer.aclose()
