@@ -103,6 +103,16 @@ class Gate:
         self._answered = asyncio.Event()
         self._closed = False
 
+    def set_limits(self, limits: Limits) -> None:
+        """New limits (a reload) for this gate: what was sent still counts, and sends waiting
+        for room look again now. One gate for the life of the deliverer, so that stop() reaches
+        every waiting send."""
+        self.limits = limits
+        self._overall.rate = limits.overall
+        for chat, window in self._chats.items():
+            window.rate = limits.for_chat(chat)
+        self._answered.set()
+
     def _window(self, chat: str) -> _Window:
         window = self._chats.get(chat)
         if window is None:

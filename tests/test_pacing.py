@@ -9,6 +9,7 @@ operator would use (telegram.group_limit and friends); the logic is the one used
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -197,3 +198,28 @@ async def test_the_gate_forgets_idle_chats_but_not_one_with_a_recent_send(
         assert gate.room(chat) == 1
     assert gate.room("1001") == 0, "the recent send still counts"
     assert len(gate._chats) <= 3
+
+
+async def test_new_limits_reach_sends_already_waiting_and_stop_still_ends_them() -> None:
+    # A reload changes the limits while sends wait for room: they must see the new limits at
+    # once, and a stop must still end their wait (it used to reach only a new gate's waiters,
+    # so that a stop after such a reload waited out a channel's minute).
+    gate = Gate(Limits(group=Rate(1, 60.0)))
+    async with gate.slot("@chan"):
+        pass
+    entered: list[str] = []
+
+    async def send(label: str) -> None:
+        async with gate.slot("@chan"):
+            entered.append(label)
+
+    first = asyncio.create_task(send("first"))
+    second = asyncio.create_task(send("second"))
+    await asyncio.sleep(0)  # both are waiting for room now
+    assert entered == []
+    gate.set_limits(Limits(group=Rate(2, 60.0)))  # room for exactly one more
+    await asyncio.wait_for(asyncio.wait([first, second], return_when="FIRST_COMPLETED"), 5)
+    assert len(entered) == 1, "the earlier send still counts under the new limits"
+    gate.close()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert len(entered) == 2
