@@ -41,7 +41,7 @@ from .errors import DeliveryError, StoreError
 from .logs import event
 from .metrics import Metrics
 from .notices import queue_admin_notice
-from .pacing import Gate, Limits
+from .pacing import Gate, Limits, is_private
 from .quiet import QuietHours
 from .store import EditEntry, OutboxEntry, Store
 from .telegram_api import (
@@ -68,6 +68,8 @@ _SETTINGS = TelegramSettings()
 MAX_BACKOFF_S = _SETTINGS.max_backoff
 FIRST_BACKOFF_S = 1.0
 MAX_DELAY_S = _SETTINGS.max_delay
+# At most this many times send_timeout is waited for an answer after answers were lost.
+MAX_PATIENCE = 8
 PAUSED_RETRY_S = _SETTINGS.paused_retry
 PAUSED_KEEP_S = _SETTINGS.paused_keep
 # Room kept when planning a backlog against max_delay, as a fraction of it: sends take time.
@@ -79,6 +81,15 @@ MAX_PERMANENT_FAILURES = 3
 
 
 Job = OutboxEntry | EditEntry | Digest
+
+
+# Telegram's 403 descriptions for a user who blocked the bot or deleted their account.
+_LEFT = ("bot was blocked by the user", "user is deactivated")
+
+
+def _left_the_bot(chat: str, reason: str) -> bool:
+    """Whether a refusal says that a private chat's user left the bot (not a channel's rights)."""
+    return is_private(chat) and any(words in reason.lower() for words in _LEFT)
 
 
 def _label(job: Job) -> str:
@@ -169,6 +180,8 @@ class Deliverer:
         # Set once a write has succeeded in this process (see _prove_store).
         self._store_proven = False
         self._proving = asyncio.Lock()
+        # Chats whose last send's answer was lost: how many times send_timeout to wait next.
+        self._patience: dict[str, int] = {}
         self.store_error: str | None = None
         self._paused: dict[str, str] = {}
         self._durably_paused = set(self.chats.paused())
@@ -496,6 +509,7 @@ class Deliverer:
                     error = exc
             job_id = _label(job)
             if error is None:
+                self._patience.pop(chat, None)
                 self._sent(chat, job)
                 if failing:
                     self._end_backoffs(chat)
@@ -520,6 +534,15 @@ class Deliverer:
                 backoff = min(backoff * 2, self._max_backoff)
                 failing = True
                 self.stats["transient_errors"] += 1
+                fields: dict[str, object] = {}
+                if error.maybe_sent:
+                    # Telegram may have it: retried (nothing may be lost), but waiting longer
+                    # for the answer, so that a slow Telegram gets one copy more, not one per
+                    # timeout.
+                    self.stats["maybe_sent"] += 1
+                    patience = min(self._patience.get(chat, 1) * 2, MAX_PATIENCE)
+                    self._patience[chat] = patience
+                    fields = {"maybe_sent": True, "answer_wait": f"{patience}x send_timeout"}
                 event(
                     log,
                     logging.WARNING,
@@ -528,6 +551,7 @@ class Deliverer:
                     alert=job_id,
                     error=str(error),
                     retry_in_s=round(delay, 1),
+                    **fields,
                 )
                 await self._back_off(chat, delay)
             elif isinstance(error, ChatMoved):
@@ -637,6 +661,8 @@ class Deliverer:
     def _refused(self, chat: str, reason: str) -> None:
         """The chat refuses the bot: pause it alone, tell the admins once, retry later, and give
         its alerts up once they are older than paused_keep_s."""
+        if _left_the_bot(chat, reason) and self._unsubscribe_left(chat, reason):
+            return
         now = time.time()
         try:
             since = self.chats.pause(chat, reason, now)
@@ -681,6 +707,57 @@ class Deliverer:
                 self._metrics.alerts_queued(told)  # counted like every other queued alert
                 self.wake()
         self._wake_at(chat, self.paused_retry_s)
+
+    def _unsubscribe_left(self, chat: str, reason: str) -> bool:
+        """A subscriber blocked the bot or deleted their account: their choice, not a fault
+        for the admins. Unsubscribe them and drop what was queued for them, each alert logged,
+        instead of pausing the chat, retrying it for paused_keep_s and telling the admins
+        again after every expiry. False (pause it as any chat) if it was no subscriber or the
+        store cannot record the change."""
+        watchlists = self.chats.subscriptions(chat)
+        if not watchlists:
+            return False  # a private chat named in the config: the admins must fix that
+        jobs: list[OutboxEntry | EditEntry] = [
+            *self._store.pending(chat),
+            *self._store.pending_edits(chat),
+        ]
+        try:
+            for name in watchlists:
+                self.chats.unsubscribe(chat, name)
+            self._store.mark_sent_many(
+                [job.id for job in jobs if isinstance(job, OutboxEntry)],
+                message_id=None,
+                sent_at=time.time(),
+            )
+            for job in jobs:
+                if isinstance(job, EditEntry):
+                    self._store.edit_done(job.target)
+            if chat in self._durably_paused:
+                self.chats.unpause(chat)
+        except StoreError as exc:
+            event(log, logging.ERROR, "cannot unsubscribe a chat that left", error=str(exc))
+            return False
+        self._durably_paused.discard(chat)
+        self._paused.pop(chat, None)
+        self.stats["subscribers_left"] += 1
+        for job in jobs:
+            event(
+                log,
+                logging.INFO,
+                "dropping alert for a subscriber who left",
+                chat=chat,
+                alert=_label(job),
+            )
+        event(
+            log,
+            logging.WARNING,
+            "subscriber left the bot; unsubscribed",
+            chat=chat,
+            watchlists=",".join(watchlists),
+            dropped=len(jobs),
+            error=reason,
+        )
+        return True
 
     def _expire(self, chat: str, reason: str) -> None:
         """A chat refused the bot for longer than paused_keep_s: give its alerts up."""
@@ -729,7 +806,11 @@ class Deliverer:
         try:
             return await self._sender.send(
                 Outgoing(
-                    chat, html_text if html else plain, html=html, disable_preview=disable_preview
+                    chat,
+                    html_text if html else plain,
+                    html=html,
+                    disable_preview=disable_preview,
+                    patience=self._patience.get(chat, 1),
                 )
             )
         except MarkupRejected as exc:
@@ -762,6 +843,7 @@ class Deliverer:
                     edit.text if html else edit.plain,
                     html=html,
                     disable_preview=edit.disable_preview,
+                    patience=self._patience.get(edit.chat, 1),
                 ),
                 message_id,
             )

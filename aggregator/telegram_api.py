@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+import httpx
 from telegram import BotCommand, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -43,7 +44,15 @@ class RetryLater(DeliveryError):
 
 
 class TransientError(DeliveryError):
-    """A timeout, network error or 5xx: retry with backoff."""
+    """A timeout, network error or 5xx: retry with backoff.
+
+    ``maybe_sent``: the request went out and its answer was lost (read timeout, connection
+    dropped before the answer): Telegram may have carried it out, and a retry may duplicate it.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class ChatMoved(DeliveryError):
@@ -93,6 +102,9 @@ class Outgoing:
     text: str
     html: bool = True
     disable_preview: bool = True
+    # How many times the usual read timeout to wait for the answer: raised after a send whose
+    # answer was lost, so that a slow Telegram is waited for rather than sent it again.
+    patience: int = 1
 
 
 class Sender(Protocol):
@@ -118,6 +130,8 @@ class TelegramSender:
     wants_html = True
 
     def __init__(self, *, api_url: str, token: str, timeout_s: float = 30.0) -> None:
+        self._read_timeout_s = timeout_s
+
         def request(connections: int) -> HTTPXRequest:
             return HTTPXRequest(
                 connection_pool_size=connections,
@@ -157,6 +171,7 @@ class TelegramSender:
                 text=message.text,
                 parse_mode=ParseMode.HTML if message.html else None,
                 link_preview_options=LinkPreviewOptions(is_disabled=message.disable_preview),
+                read_timeout=self._read_timeout_s * message.patience,
             )
         except TelegramError as exc:
             raise _delivery_error(exc) from None
@@ -176,6 +191,7 @@ class TelegramSender:
                 text=message.text,
                 parse_mode=ParseMode.HTML if message.html else None,
                 link_preview_options=LinkPreviewOptions(is_disabled=message.disable_preview),
+                read_timeout=self._read_timeout_s * message.patience,
             )
         except BadRequest as exc:
             text = exc.message.lower()
@@ -264,9 +280,16 @@ def _delivery_error(exc: TelegramError) -> DeliveryError:
             return ChatUnavailable(redact(exc.message))
         return DeliveryError(redact(exc.message))
     if isinstance(exc, TimedOut | NetworkError):
-        return TransientError(redact(exc.message or type(exc).__name__))
+        return TransientError(
+            redact(exc.message or type(exc).__name__),
+            maybe_sent=isinstance(exc.__cause__, _ANSWER_LOST),
+        )
     return TransientError(redact(exc.message))
 
+
+# httpx errors after the request was written: Telegram may have carried it out. (A connect
+# error, a connect or pool timeout, or a write timeout mean it never arrived whole.)
+_ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 # 400s that mean the bot may not post in that chat (rights taken away, not a member): the
 # chat is paused like a 403, not its alerts given up one by one.

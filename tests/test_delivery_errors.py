@@ -247,3 +247,37 @@ async def test_a_split_alert_whose_later_part_fails_is_not_sent_again(
     assert deliverer.stats["pieces_lost"] == 1
     lost = [r for r in caplog.records if r.getMessage().startswith("part of a split alert")]
     assert [r.__dict__["fields"]["part"] for r in lost] == ["2/3"]
+
+
+async def test_a_subscriber_who_blocked_the_bot_is_unsubscribed_without_telling_admins(
+    tmp_path: Path,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Users block bots all the time: pausing each of them, retrying for paused_keep and telling
+    # the admins again after every expiry would bury the admins in notices.
+    telegram.forbid("5001")  # "Forbidden: bot was blocked by the user"
+    telegram.forbid("5002", "Forbidden: user is deactivated")
+    telegram.forbid("5003")  # a private chat named in the config, not a subscriber
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    with Store.open(tmp_path / "state.json") as store:
+        deliverer = Deliverer(store, sender, admins=(777,), paused_retry_s=60, paused_keep_s=60)
+        for chat in ("5001", "5002"):
+            deliverer.chats.subscribe(chat, "harbour")
+            deliverer.chats.subscribe(chat, "quay")
+        store.commit(alerts=[_entry(n, chat) for chat in ("5001", "5002", "5003") for n in (1, 2)])
+        assert await deliverer.drain(5) == 2, "only the configured chat's alerts stay queued"
+        assert deliverer.chats.subscriptions("5001") == []
+        assert deliverer.chats.subscriptions("5002") == []
+        assert deliverer.chats.subscribers("harbour") == ()
+        assert set(deliverer.paused_chats) == {"5003"}
+        assert [e.chat for e in store.pending()] == ["5003", "5003"]
+        notices = telegram.sent_to("777")
+        assert len(notices) == 1 and "5003" in notices[0].plain_text, "one notice, for 5003"
+        assert deliverer.stats["subscribers_left"] == 2
+    left = [r for r in caplog.records if r.getMessage() == "subscriber left the bot; unsubscribed"]
+    assert sorted(r.__dict__["fields"]["chat"] for r in left) == ["5001", "5002"]
+    assert all(r.__dict__["fields"]["dropped"] == 2 for r in left)
+    dropped = [r for r in caplog.records if r.getMessage().startswith("dropping alert")]
+    assert len(dropped) == 4

@@ -147,3 +147,24 @@ async def test_a_reload_changes_the_limits_of_the_gate_in_use(
     assert deliverer.gate is gate
     assert gate.limits.group == Rate(3, 60.0)
     await deliverer.aclose()
+
+
+async def test_a_slow_telegram_gets_one_copy_more_not_one_per_timeout(
+    store: Store, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Telegram carries the send out but answers after send_timeout: the answer is lost, and
+    # the alert must be sent again (it may not have arrived), but with a longer wait for the
+    # answer, so that it is not sent again and again, once per timeout.
+    telegram.slow_answers(1.5)
+    store.commit(alerts=[_entry(1, "@slow_chan")])
+    sender = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=1.0)
+    deliverer = Deliverer(store, sender, max_backoff_s=0.2)
+    try:
+        assert await deliverer.drain(20) == 0
+    finally:
+        await deliverer.aclose()
+        await sender.aclose()
+    assert len(telegram.sent_to("@slow_chan")) == 2, "the first copy, and one retry"
+    assert deliverer.stats["maybe_sent"] == 1
+    (retry,) = [r for r in caplog.records if r.getMessage() == "send failed, will retry"]
+    assert retry.__dict__["fields"]["maybe_sent"] is True

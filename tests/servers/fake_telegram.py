@@ -749,6 +749,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._hang(reply.epoch)
             self.close_connection = True
             return
+        self.fake._answer_late(path)
         self._send(reply)
 
     def _send(self, reply: _Reply) -> None:
@@ -834,6 +835,7 @@ class FakeTelegram:
         self._forbidden: dict[str, str] = {}
         self._migrated: dict[str, int] = {}
         self._not_found: set[str] = set()
+        self._slow_answers: dict[str, float] = {}  # method -> seconds its answers are late
         # Flood control: send times (monotonic) per chat and overall.
         self._chat_sends: dict[str, deque[float]] = {}
         self._overall_sends: deque[float] = deque()
@@ -1129,6 +1131,27 @@ class FakeTelegram:
         with self._cond:
             self._entity_rules.append(_ChatRule(n, key))
 
+    def slow_answers(self, seconds: float, *, method: str = "sendMessage") -> None:
+        """Carry out each ``method`` request at once but answer it ``seconds`` late (0: on
+        time again), as Telegram does under load: a client that times out has sent anyway."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        name = self._methods[method.lower()][0] if method.lower() in self._methods else method
+        with self._cond:
+            if seconds:
+                self._slow_answers[name] = seconds
+            else:
+                self._slow_answers.pop(name, None)
+
+    def _answer_late(self, path: str) -> None:
+        """Hold an answer back as slow_answers says (cut short when the fake stops)."""
+        found = _API_PATH.fullmatch(path)
+        method = found.group(2) if found else ""
+        with self._cond:
+            delay = self._slow_answers.get(self._methods.get(method.lower(), (method,))[0], 0.0)
+            if delay:
+                self._cond.wait_for(lambda: self._stopping, timeout=delay)
+
     def clear_faults(self) -> None:
         """Lift every injected fault and outage (records and message ids are kept)."""
         with self._cond:
@@ -1141,6 +1164,7 @@ class FakeTelegram:
             self._forbidden.clear()
             self._migrated.clear()
             self._not_found.clear()
+            self._slow_answers.clear()
             self._cond.notify_all()
 
     # -- request handling (server threads) ------------------------------------------------
