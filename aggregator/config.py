@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -44,6 +45,16 @@ TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
 CREDENTIAL_NAME = "telegram_token"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+# A timeout or a wait that 0 would turn into a failure every time, or a busy loop.
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 def _poll_interval(value: float) -> float:
@@ -102,10 +113,10 @@ class TelegramSettings(_Section):
     token_file: str = ""
     admins: tuple[int, ...] = ()
     timezone: str = "UTC"
-    send_timeout: Duration = 30.0
+    send_timeout: PositiveDuration = 30.0
     # Longest wait between retries of a chat while Telegram fails (5xx, timeouts); a 429's
     # retry_after is always obeyed as given, whatever this says.
-    max_backoff: Duration = 60.0
+    max_backoff: PositiveDuration = 60.0
     # A chat's backlog that its flood limit cannot carry within this time goes out in digests.
     max_delay: Duration = 120.0
     # Telegram's flood limits, kept before sending (aggregator.pacing). Raise overall_limit for
@@ -174,8 +185,8 @@ class PollingSettings(_Section):
     interval: PollInterval = 600.0
     backfill: Backfill = 6 * 3600.0
     jitter: float = Field(default=0.1, ge=0, le=0.5)
-    timeout: Duration = 60.0
-    connect_timeout: Duration = 10.0
+    timeout: PositiveDuration = 60.0
+    connect_timeout: PositiveDuration = 10.0
     max_body: Size = 10 * 1024 * 1024
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_in_flight: int = Field(default=20, ge=1, le=1000)
@@ -266,7 +277,24 @@ class FeedSettings(_Section):
     def _check_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+\S*$", value):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is no number or out of range
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {value!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"the URL has no host name: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> FeedSettings:
+        if (
+            self.min_interval is not None
+            and self.max_interval is not None
+            and self.min_interval > self.max_interval
+        ):
+            raise ValueError("min_interval must not be longer than max_interval")
+        return self
 
 
 class WatchlistSettings(_Section):

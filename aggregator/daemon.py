@@ -241,7 +241,8 @@ class Daemon:
             fatal = svc.deliverer.fatal
             self._write_status(self._status(svc, scheduler, running=False))
         event(log, logging.INFO, "stopped")
-        return 2 if fatal else 0
+        # 3, as the README says of a start that cannot work: Telegram rejected the token.
+        return 3 if fatal else 0
 
     @contextlib.asynccontextmanager
     async def _metrics_endpoint(self, runtime: Runtime) -> AsyncIterator[None]:

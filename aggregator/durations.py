@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+# Longer than anything a setting needs, short enough for every timer and date sum.
+MAX_DURATION_S = 3650 * 86400.0
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -29,8 +33,12 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
     else:
         raise ValueError(f'expected a duration such as "45s", "10m" or "2h", got {value!r}')
+    if math.isnan(seconds):
+        raise ValueError(f'expected a duration such as "45s", "10m" or "2h", got {value!r}')
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"a duration must be at most 3650d (10 years), got {value!r}")
     return seconds
 
 

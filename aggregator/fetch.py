@@ -298,6 +298,12 @@ class Fetcher:
             raise FetchError(_describe(error, self.limits) + note) from None
         except httpx.InvalidURL:
             raise FetchError(f"invalid URL{note}") from None
+        except ExceptionGroup as group:
+            # A port above 65535, which httpx lets through: the socket layer raises
+            # OverflowError, grouped by anyio's connect. Anything else in a group is a bug.
+            if group.split(OverflowError)[1] is not None:
+                raise
+            raise FetchError(f"cannot connect to port {url.port}: out of range{note}") from None
 
     async def _exchange(self, url: httpx.URL, validators: Validators, note: str) -> _Hop | _Final:
         request_headers: dict[str, str] = {}

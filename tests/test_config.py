@@ -87,6 +87,41 @@ def test_new_delivery_and_polling_keys_say_what_is_wrong() -> None:
     assert validate_config({"polling": {"parse_workers": 0}, "feeds": [], "watchlists": []})
 
 
+def test_durations_and_urls_that_would_break_the_daemon_are_config_errors() -> None:
+    # Each of these passed check-config once, then crashed `run` with a traceback or made
+    # every send fail.
+    problems = dict(
+        _problems(
+            {
+                "telegram": {"send_timeout": 0, "max_backoff": "0s"},
+                "polling": {"interval": float("nan"), "timeout": 0, "connect_timeout": "0ms"},
+                "storage": {"seen_ttl": float("inf")},
+                "feeds": [
+                    {"name": "a", "url": "http://127.0.0.1:80800/feed.xml"},
+                    {"name": "b", "url": "https://x.example/rss", "interval": 1e300},
+                    {"name": "c", "url": "https://y.example/rss", "interval": "99999999999d"},
+                    {
+                        "name": "d",
+                        "url": "https://z.example/rss",
+                        "min_interval": "2h",
+                        "max_interval": "1h",
+                    },
+                ],
+                "watchlists": [],
+            }
+        )
+    )
+    for key in ("telegram.send_timeout", "telegram.max_backoff", "polling.timeout"):
+        assert problems[key] == "must be longer than 0s", key
+    assert problems["polling.connect_timeout"] == "must be longer than 0s"
+    assert "expected a duration" in problems["polling.interval"]
+    assert "at most 3650d" in problems["storage.seen_ttl"]
+    assert "Port out of range" in problems["feeds[0].url"]
+    assert "at most 3650d" in problems["feeds[1].interval"]
+    assert "at most 3650d" in problems["feeds[2].interval"]
+    assert "min_interval must not be longer than max_interval" in problems["feeds[3]"]
+
+
 def test_every_problem_has_its_key_path() -> None:
     problems = dict(
         _problems(

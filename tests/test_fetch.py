@@ -692,3 +692,14 @@ def test_server_answers_another_process(server: FeedServer) -> None:
         check=True,
     )
     assert completed.stdout == RSS
+
+
+@pytest.mark.parametrize("port", ["80800", "0"])
+async def test_redirect_to_an_impossible_port_is_a_fetch_error(
+    server: FeedServer, fetcher: Fetcher, port: str
+) -> None:
+    # A hostile or broken feed must cost one feed error, not a crash of the poll.
+    server.add_fault("/odd.xml", "redirect", to=f"http://127.0.0.1:{port}/feed.xml", code=302)
+    with pytest.raises(FetchError) as caught:
+        await fetcher.fetch(server.url_for("/odd.xml"))
+    assert "port" in str(caught.value) or "connect" in str(caught.value)

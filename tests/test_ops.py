@@ -557,3 +557,21 @@ def test_the_bot_token_never_appears_in_any_output(tmp_path: Path, feed_server: 
         secret = token.split(":", 1)[1]
         assert secret not in output, f"{name}: the token leaked:\n{output}"
         assert secret[:12] not in output, f"{name}: part of the token leaked"
+
+
+def test_run_exits_3_when_telegram_rejects_the_token(
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
+) -> None:
+    # The README: 3 "could not start ... or Telegram rejected the token"; 2 is a bad config,
+    # which this is not (monitoring tells them apart).
+    feed_server.add("/sample.xml", SAMPLE.read_bytes())
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "sample", "url": feed_server.url_for("/sample.xml")}],
+        watchlists=[{"name": "syria", "any": ["#سوريا"], "channels": ["@syria_alerts"]}],
+        telegram={"api_url": telegram.api_url},
+        token=WRONG_TOKEN,
+    )
+    result = run_cli(["run", "-c", str(config)], timeout=60)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Telegram rejected the bot token" in result.stdout + result.stderr
