@@ -87,6 +87,13 @@ def _error(query: str) -> QueryError:
         ("a سو*", 2, "term 'سو*': `*` needs at least 3 letters before it"),
         ("a =b*", 2, "term '=b*': `*` cannot be combined with `=`"),
         ("a ###", 2, "term '###': normalizes to nothing"),
+        # Guillemets typed the wrong way round (easy in a right-to-left editor): this used to
+        # loop for ever in the lexer, hanging check-config, start and reload.
+        ("»التدخل الروسي« OR سوريا", 0, "'»' closes a quote that was never opened"),
+        ("سوريا»", 5, "'»' closes a quote that was never opened"),
+        ("a ”", 2, "unterminated quote"),
+        ("(" * 60 + "a" + ")" * 60, 50, "nested too deeply (over 50 levels of '(' and NOT)"),
+        ("NOT " * 60 + "a", 200, "nested too deeply (over 50 levels of '(' and NOT)"),
     ],
 )
 def test_parse_errors_name_the_position(query: str, position: int, message: str) -> None:

@@ -16,6 +16,8 @@ Grammar::
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 from typing import Final
@@ -27,6 +29,9 @@ from aggregator.matching.terms import TermError, compile_term
 _QUOTES: Final = {'"': '"', "“": "”", "«": "»", "”": "”"}
 _OPERATORS: Final = ("AND", "OR", "NOT")
 _WORD_END: Final = frozenset('()"“”«»')
+# Levels of parentheses and NOTs a query may nest: far beyond what a person writes, far below
+# what would exhaust Python's recursion limit here and in every walk over the tree.
+MAX_NESTING: Final = 50
 
 
 class QueryError(ValueError):
@@ -117,6 +122,8 @@ def _lex(query: str) -> list[_Token]:
             end = index
             while end < length and not query[end].isspace() and query[end] not in _WORD_END:
                 end += 1
+            if end == index:  # a closing quote with no opening one before it
+                raise QueryError(f"{ch!r} closes a quote that was never opened", index, query)
             word = query[index:end]
             kind = word if word in _OPERATORS else "TERM"
             tokens.append(_Token(kind, word, index))
@@ -129,6 +136,7 @@ class _Parser:
         self.query = query
         self.tokens = _lex(query)
         self.index = 0
+        self.depth = 0
 
     def peek(self) -> _Token | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -165,8 +173,19 @@ class _Parser:
         token = self.peek()
         if token is not None and token.kind in ("NOT", "-"):
             self.index += 1
-            return Not(self.not_expr(), token.position)
+            with self.nested(token):
+                return Not(self.not_expr(), token.position)
         return self.primary()
+
+    @contextlib.contextmanager
+    def nested(self, token: _Token) -> Iterator[None]:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.fail(f"nested too deeply (over {MAX_NESTING} levels of '(' and NOT)", token)
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def primary(self) -> Node:
         token = self.peek()
@@ -183,7 +202,8 @@ class _Parser:
             return Leaf(token.text, token.position)
         if token.kind == "(":
             self.index += 1
-            node = self.or_expr()
+            with self.nested(token):
+                node = self.or_expr()
             closing = self.peek()
             if closing is None or closing.kind != ")":
                 raise self.fail("missing ')' to close this '('", token)
