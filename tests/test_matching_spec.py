@@ -285,6 +285,10 @@ def test_first_word_of_a_phrase_takes_the_chain_whatever_its_length() -> None:
         ("ابن سلمان", "ابنسلمان"),
         ("بن سلمان", "بنسلمان"),
         ("عادل عبدالمهدي", "عادل عبد المهدي"),
+        # Only `=` opts out of §3.2; a `*` stays on the end of the name.
+        ("عبدالله*", "عبد الله"),
+        ("عبدالله*", "عبد اللهي"),
+        ("عبد الله*", "عبدالله"),
     ],
 )
 def test_names_written_joined_or_apart(term: str, text: str) -> None:
@@ -342,6 +346,8 @@ def test_star(term: str, text: str, expected: bool) -> None:
         ("Carter", "CARTER’S", True),
         ("Assad's forces", "Assad forces", True),
         ("Assad forces", "Assad's forces", True),
+        ("US forces", "U.S.'s forces", True),  # after a dotted acronym too
+        ("UN envoy", "the U.N.’s envoy", True),
         ("erdogan", "ERDOĞAN", True),
         ("Syria", "Syrian", False),
         ("US", "us", False),
@@ -373,6 +379,14 @@ def test_latin(term: str, text: str, expected: bool) -> None:
 )
 def test_exact(text: str, expected: bool) -> None:
     assert fires("=قطر", text) is expected
+
+
+def test_full_width_operators_mean_what_nfkc_makes_them() -> None:
+    # §1.1: terms are NFKC'd like text, so U+FF1D is = and U+FF0A is * (typed with an Arabic or CJK
+    # keyboard), not separators that silently change the term.
+    assert not fires("＝قطر", "وقطر")
+    assert fires("＝قطر", "قطر")
+    assert fires("سوري＊", "السوريين")
 
 
 def test_exact_keeps_the_case_rules() -> None:

@@ -17,7 +17,6 @@ Grammar::
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 from typing import Final

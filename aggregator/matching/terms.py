@@ -9,6 +9,7 @@ token; later words of a phrase match one token each, exactly (or by prefix for a
 from __future__ import annotations
 
 import string
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -33,6 +34,11 @@ NAME_WORDS: Final = ("عبد", "ابو", "ابن", "بن")
 _MAX_VARIANTS: Final = 32
 _ARABIC_RANGE: Final = ("\u0600", "\u08ff")
 _DELETED = str.maketrans(dict.fromkeys(DELETED_MARKS + DELETED_CONTROLS, None))
+_OPERATOR_FORMS: Final = {
+    cp: unicodedata.normalize("NFKC", chr(cp))
+    for cp in range(0x10000)
+    if chr(cp) not in "=*" and unicodedata.normalize("NFKC", chr(cp)) in ("=", "*")
+}
 _BLANK: Final = string.whitespace + "\xa0\u200b" + DELETED_CONTROLS
 
 
@@ -153,7 +159,7 @@ def _name_variants(words: list[Word]) -> list[tuple[Word, ...]]:
             return
         word = words[index]
         build(index + 1, (*done, word))
-        if not word.arabic or word.star:
+        if not word.arabic:
             return
         following = words[index + 1] if index + 1 < len(words) else None
         if word.key in NAME_WORDS and following is not None and following.arabic:
@@ -163,7 +169,8 @@ def _name_variants(words: list[Word]) -> list[tuple[Word, ...]]:
             if word.key.startswith(name) and len(word.key) - len(name) >= 3:
                 rest = word.key[len(name) :]
                 first = Word(name, ANY_CASE, True, False, False)
-                second = Word(rest, ANY_CASE, True, rest.startswith("ال"), False)
+                # A `*` stays on the end of the word: عبدالله* is عبد then الله*.
+                second = Word(rest, ANY_CASE, True, rest.startswith("ال"), word.star)
                 build(index + 1, (*done, first, second))
                 break
 
@@ -212,7 +219,8 @@ def _variant(words: tuple[Word, ...], exact: bool) -> Variant:
 def compile_term(text: str) -> Term:
     """Compile a term as written in the config; raises TermError with a clear message."""
     # Invisible controls (RLM, ZWNJ, ...) around a term come with copy and paste: ignore them.
-    body = text.strip(_BLANK)
+    # Full-width and other compatibility forms of = and * (U+FF1D, U+FF0A) mean them (NFKC).
+    body = text.translate(_OPERATOR_FORMS).strip(_BLANK)
     offset = len(text) - len(text.lstrip(_BLANK))
     if not text.strip():
         raise TermError("empty term", 0)

@@ -109,7 +109,7 @@ def _rest(letters: str) -> str:
 # letter of an acronym (U.S.), which must not be read as a one-letter word.
 _TOKEN_PATTERN = (
     rf"[\w{re.escape(SENTENCE_END_CHARS)}{re.escape(LINE_BREAKS)}]"
-    rf"(?:(?<=[{_LATIN}])(?:{_ACRONYM}|{_rest(_LATIN)}{_POSSESSIVE})"
+    rf"(?:(?<=[{_LATIN}])(?:{_ACRONYM}{_POSSESSIVE}|{_rest(_LATIN)}{_POSSESSIVE})"
     rf"|(?<=[{_ARABIC}])(?:{_ACRONYM}|{_rest(_ARABIC)})"
     rf"|(?<=\d){_rest(chr(92) + 'd')}"
     rf"|(?<={_OTHER})(?:{_ACRONYM}|(?:{_OTHER}|[{_MARKS}{_DELETED}])*(?<![{_DC}]))"
