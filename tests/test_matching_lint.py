@@ -229,6 +229,35 @@ def test_format_explanations_shows_the_words_as_written() -> None:
     assert lines[-1] == "6 watchlists: 3 matched, 2 vetoed, 1 not matched, 0 skipped"
 
 
+def test_a_none_term_vetoes_only_a_watchlist_that_would_have_fired() -> None:
+    # Found with nothing positive, a `none` term or negated operand changed nothing: the
+    # report says what is missing, not "vetoed".
+    matcher = Matcher(
+        [
+            WatchlistRules(name="lists", any=("سوريا",), none=("كرة القدم",)),
+            WatchlistRules(name="query", query='(سوريا OR دمشق) -"كرة القدم"'),
+        ]
+    )
+    lists, query = matcher.explain({"title": "نتائج كرة القدم"})
+    assert (lists.vetoed_by, lists.reason) == ((), "no `any` term found")
+    assert (query.vetoed_by, query.reason) == ((), "the query does not hold")
+    assert query.missing == ("سوريا", "دمشق")
+    report = format_explanations("t", [lists, query])
+    assert "vetoed" not in report.replace("0 vetoed", "")
+    lists, query = matcher.explain({"title": "كرة القدم في سوريا"})
+    assert lists.reason == query.reason == "vetoed"
+    assert [h.term for h in lists.vetoed_by] == [h.term for h in query.vetoed_by] == ["كرة القدم"]
+
+
+def test_a_query_misses_only_the_operands_that_would_make_it_hold() -> None:
+    # The first group is met by Russia: its other operands are not what is missing.
+    matcher = Matcher([WatchlistRules(name="q", query="(روسيا OR Russia) (سوريا OR Syria)")])
+    (found,) = matcher.explain({"title": "Russia"})
+    assert found.missing == ("سوريا", "Syria")
+    (found,) = matcher.explain({"title": "nothing"})
+    assert found.missing == ("روسيا", "Russia", "سوريا", "Syria")
+
+
 def test_format_explanations_reports_skipped_watchlists() -> None:
     matcher = Matcher([WatchlistRules(name="local", any=("x",), feeds=("annahar",))])
     report = format_explanations("x", matcher.explain({"title": "x"}, feed="bbc"))

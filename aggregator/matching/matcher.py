@@ -27,6 +27,7 @@ from aggregator.matching.query import (
     evaluate,
     leaves,
     parse_query,
+    unmet,
 )
 from aggregator.matching.rules import WatchlistRules
 from aggregator.matching.terms import Term, compile_term
@@ -333,22 +334,23 @@ class Matcher:
             term_ids = self._term_ids
             for leaf, negated in leaves(watchlist.query):
                 term_id = term_ids[leaf.term]
-                if term_id not in present:
-                    if not negated:
-                        missing.append(leaf.term)
-                elif negated:
-                    vetoes.append(term_id)
-                else:
-                    positive.append(term_id)
-            if not evaluate(watchlist.query, lambda term: term_ids[term] in present):
+                if term_id in present:
+                    (vetoes if negated else positive).append(term_id)
+            # Missing: only operands that would help, not those of an OR group already met.
+            holds = watchlist.query, lambda term: term_ids[term] in present
+            missing.extend(unmet(*holds))
+            if not evaluate(*holds):
                 reasons.append("the query does not hold")
-        if vetoes and not matched:
-            reasons.append("vetoed")
+        # Vetoed: it would have fired but for its `none` terms (or negated operands). Present
+        # alone, they changed nothing, and the reasons above say why it did not fire.
+        vetoed = bool(vetoes) and not matched and watchlist.fires(present - set(vetoes))
+        if vetoed:
+            reasons = ["vetoed"]
         return Explanation(
             watchlist.name,
             matched=matched,
             hits=self._hits(scan, positive, watchlist.fields),
-            vetoed_by=() if matched else self._hits(scan, vetoes, watchlist.fields),
+            vetoed_by=self._hits(scan, vetoes, watchlist.fields) if vetoed else (),
             missing=tuple(dict.fromkeys(missing)),
             reason="" if matched else "; ".join(reasons),
         )

@@ -242,6 +242,19 @@ def evaluate(node: Node, present: Callable[[str], bool]) -> bool:
     return any(evaluate(child, present) for child in node.children)
 
 
+def unmet(node: Node, present: Callable[[str], bool]) -> Iterator[str]:
+    """The positive operands whose absence keeps a false query false, as written: under an
+    AND only those of its false parts, under an OR those of every part (any one would do).
+    Nothing under a NOT: what keeps a NOT false is a term that is there."""
+    if evaluate(node, present):
+        return
+    if isinstance(node, Leaf):
+        yield node.term
+    elif isinstance(node, And | Or):
+        for child in node.children:
+            yield from unmet(child, present)
+
+
 Predicate = Callable[[Set[int]], bool]
 
 
