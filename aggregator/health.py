@@ -23,6 +23,7 @@ from .config import Config, feed_interval
 from .status import (
     STATUS_EVERY_S,
     DaemonStatus,
+    FeedStatus,
     StatusFileError,
     format_span,
     read_status,
@@ -30,6 +31,9 @@ from .status import (
 )
 
 STALE_FACTOR = 3
+# A feed whose poll was due longer ago than the fetch timeout plus this is stalled: its poll
+# should have started on time and ended within the timeout.
+STALL_GRACE_S = 60.0
 # A status file older than this was written by a daemon that is hung or gone.
 UNRESPONSIVE_AFTER_S = 6 * STATUS_EVERY_S
 # A full disk stops the status file as it stops the store: with less free space than this
@@ -79,6 +83,14 @@ def stale_after_s(config: Config) -> float | None:
     return STALE_FACTOR * min(intervals) + config.polling.timeout
 
 
+def _gap(feed: FeedStatus) -> float:
+    """The time between this feed's polls as now scheduled: its interval, or longer while it
+    backs off or its publisher asks for less."""
+    if feed.next_poll_at is not None and feed.last_poll_at is not None:
+        return max(feed.interval_s, feed.next_poll_at - feed.last_poll_at)
+    return feed.interval_s
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (also when it belongs to another user)."""
     if pid <= 0:
@@ -124,10 +136,30 @@ def assess(status: DaemonStatus, now: float, *, process_alive: bool = True) -> V
         )
     enabled = [f for f in status.feeds if f.enabled]
     if running and enabled and status.stale_after_s is not None:
-        limit = status.stale_after_s
+        # Backoff and publishers' pace (TTL, adaptive polling) stretch a feed's gaps past its
+        # configured interval: the limits follow the gaps as now scheduled.
+        shortest = min(map(_gap, enabled))
+        limit = max(status.stale_after_s, STALE_FACTOR * shortest + status.fetch_timeout_s)
         since_poll = now - max(status.last_poll_at or 0.0, status.started_at)
         since_success = now - max(status.last_success_at or 0.0, status.started_at)
-        if since_poll > limit:
+        overdue = [
+            f
+            for f in enabled
+            if f.next_poll_at is not None
+            and now - f.next_poll_at > status.fetch_timeout_s + STALL_GRACE_S
+        ]
+        scheduled = any(f.next_poll_at is not None for f in enabled)
+        if overdue:
+            late = max(now - f.next_poll_at for f in overdue if f.next_poll_at is not None)
+            problems.append(
+                Problem(
+                    STALLED,
+                    f"stalled: {len(overdue)} feed(s) due but not polled, the first for "
+                    f"{round(late)} s (a poll ends within the fetch timeout, "
+                    f"{status.fetch_timeout_s:g} s); the scheduler or a fetch is stuck",
+                )
+            )
+        elif not scheduled and since_poll > limit:  # a status without the schedule
             problems.append(
                 Problem(
                     STALLED,
@@ -145,7 +177,7 @@ def assess(status: DaemonStatus, now: float, *, process_alive: bool = True) -> V
                 Problem(
                     STALE,
                     f"stale: {last}, more than {STALE_FACTOR} times the shortest interval "
-                    f"({status.shortest_interval_s:g} s) plus the fetch timeout "
+                    f"({shortest:g} s) plus the fetch timeout "
                     f"({status.fetch_timeout_s:g} s)",
                 )
             )

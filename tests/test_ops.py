@@ -177,6 +177,51 @@ def test_polls_that_stopped_finishing_stall_the_daemon_and_stop_the_watchdog() -
     assert not watchdog_ok(verdict)
 
 
+def _scheduled(
+    *, interval: float, last_poll: float, next_poll: float, failures: int = 0
+) -> DaemonStatus:
+    feeds = [
+        dataclasses.replace(
+            f,
+            interval_s=interval,
+            last_poll_at=NOW - last_poll,
+            last_success_at=NOW - (3600 if failures else last_poll),
+            next_poll_at=NOW + next_poll,
+            failures=failures,
+            last_error="connection refused" if failures else None,
+        )
+        for f in _status().feeds
+    ]
+    last_success = NOW - (3600 if failures else last_poll)
+    return _status(
+        feeds=feeds,
+        shortest_interval_s=interval,
+        fetch_timeout_s=1.0,
+        stale_after_s=3 * interval + 1.0,
+        last_poll_at=NOW - last_poll,
+        last_success_at=last_success,
+        started_at=NOW - 7200,
+    )
+
+
+def test_feeds_backing_off_or_polled_less_often_are_not_stalled() -> None:
+    # Polls every 10 s on paper, but the feed is down and backs off: its next poll is 50 s
+    # away, 67 s after the last. That is the policy working, and a restart (the watchdog's
+    # answer to "stalled") would only lose the backoff.
+    verdict = assess(_scheduled(interval=10, last_poll=67, next_poll=50, failures=3), NOW)
+    assert [p.kind for p in verdict.problems] == [STALE, FAILING], verdict.line()
+    assert watchdog_ok(verdict)
+    # A healthy feed whose publisher asks for a poll every 2 minutes (TTL): not even stale.
+    assert assess(_scheduled(interval=10, last_poll=55, next_poll=65), NOW).healthy
+
+
+def test_a_feed_due_long_ago_and_not_polled_is_stalled() -> None:
+    verdict = assess(_scheduled(interval=10, last_poll=300, next_poll=-200), NOW)
+    assert verdict.problems[0].kind == STALLED
+    assert "2 feed(s) due but not polled, the first for 200 s" in verdict.line()
+    assert not watchdog_ok(verdict)
+
+
 def test_every_feed_failing_is_unhealthy_but_one_good_feed_is_enough() -> None:
     a, b = _status().feeds
     failing = [
