@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from . import __version__, poll_state
 from .bot import Bot
 from .compose import MessageOptions
-from .config import FeedSettings, LoadedConfig, load_config
+from .config import Config, FeedSettings, LoadedConfig, load_config
 from .deliver import Deliverer
 from .errors import ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
@@ -64,6 +64,37 @@ class Services:
     runtime: Runtime
     deliverer: Deliverer | None
     sender: Sender | None
+
+
+# Settings read once, when the daemon starts (the HTTP client, the Telegram connection, the
+# parse processes, the bot's long poll): a reload that changes them says so.
+_READ_AT_START = {
+    "polling": (
+        "timeout",
+        "connect_timeout",
+        "max_body",
+        "max_redirects",
+        "max_in_flight",
+        "max_per_host",
+        "parse_workers",
+    ),
+    "telegram": ("api_url", "send_timeout", "token_file", "commands"),
+}
+
+
+def _restart_keys(running: Config, new: Config) -> list[str]:
+    """The settings read at start that ``new`` changes (as section.key)."""
+    return [
+        f"{section}.{key}"
+        for section, keys in _READ_AT_START.items()
+        for key in keys
+        if getattr(getattr(running, section), key) != getattr(getattr(new, section), key)
+    ]
+
+
+def _zone_of(loaded: LoadedConfig) -> ZoneInfo:
+    """The configured time zone of messages."""
+    return ZoneInfo(loaded.config.telegram.timezone)
 
 
 def make_fetcher(loaded: LoadedConfig) -> Fetcher:
@@ -471,16 +502,27 @@ class Daemon:
                     serving=self._loaded.config.metrics.address or "off",
                     configured=loaded.config.metrics.address or "off",
                 )
-            previous, self._loaded = self._loaded, loaded
-            runtime.loaded = loaded
-            runtime.matcher = Matcher([w.rules() for w in loaded.config.watchlists])
-            runtime.message_options = dataclasses.replace(
-                runtime.message_options, timezone=ZoneInfo(loaded.config.telegram.timezone)
-            )
-            if self._deliverer is not None:
-                self._deliverer.apply(loaded.config)
-                self._deliverer.wake()  # e.g. quiet hours removed: held alerts go now
-            added, changed, removed = self._sync_feed_jobs(scheduler, runtime, previous)
+            later = _restart_keys(self._loaded.config, loaded.config)
+            if later:
+                event(
+                    log,
+                    logging.WARNING,
+                    "changed settings take effect at the next restart",
+                    keys=",".join(later),
+                )
+            # Everything that can fail is built before anything changes.
+            matcher = Matcher([w.rules() for w in loaded.config.watchlists])
+            zone = ZoneInfo(loaded.config.telegram.timezone)
+            previous, old_matcher = self._loaded, runtime.matcher
+            try:
+                added, changed, removed = self._apply(scheduler, runtime, loaded, matcher, zone)
+            except Exception as exc:
+                # A bug, not a bad config (that was refused above): the old config is put
+                # back whole rather than run half of each.
+                log.exception("config reload failed; going back to the old one")
+                self._apply(scheduler, runtime, previous, old_matcher, _zone_of(previous))
+                self._tell_admins(runtime, [("", f"applying it failed: {exc!r}")])
+                return False
             for name in removed:  # a feed that comes back is read whole once
                 runtime.known_items.pop(name, None)
             event(
@@ -495,6 +537,24 @@ class Daemon:
             return True
         finally:
             notify("READY=1")
+
+    def _apply(
+        self,
+        scheduler: AsyncIOScheduler,
+        runtime: Runtime,
+        loaded: LoadedConfig,
+        matcher: Matcher,
+        zone: ZoneInfo,
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Run ``loaded`` from now on; the feeds added, changed and removed."""
+        previous, self._loaded = self._loaded, loaded
+        runtime.loaded = loaded
+        runtime.matcher = matcher
+        runtime.message_options = dataclasses.replace(runtime.message_options, timezone=zone)
+        if self._deliverer is not None:
+            self._deliverer.apply(loaded.config)
+            self._deliverer.wake()  # e.g. quiet hours removed: held alerts go now
+        return self._sync_feed_jobs(scheduler, runtime, previous)
 
     def _tell_admins(self, runtime: Runtime, problems: list[tuple[str, str]]) -> None:
         """Queue a refused config's problems to every telegram.admins user, through the outbox

@@ -312,11 +312,18 @@ def test_sighup_reloads_feeds_and_watchlists_and_refuses_a_bad_config(
             tmp_path,
             feeds=[sample_feed, {"name": "news-c", "url": feed_server.url_for("/c.xml")}],
             watchlists=[syria, {"name": "qatar", "any": ["قطر"], "channels": ["@qatar_alerts"]}],
-            telegram={"api_url": telegram.api_url, "admins": admins},
+            telegram={"api_url": telegram.api_url, "admins": admins, "send_timeout": "20s"},
+            polling={"max_body": "5MB"},
             token=TOKEN,
         )
         daemon.proc.send_signal(signal.SIGHUP)
         assert daemon.wait_for(r"config reloaded.*feeds_added=news-c", timeout=10), daemon.output()
+        # Settings read once at start are not silently ignored.
+        assert daemon.wait_for(
+            r"changed settings take effect at the next restart.*"
+            r"keys=polling.max_body,telegram.send_timeout",
+            timeout=1,
+        ), daemon.output()
         assert telegram.wait_until(lambda: len(telegram.sent_to("@qatar_alerts")) >= 1, 30)
         good = config.read_text(encoding="utf-8")
         config.write_text(good + "\n[oops\n", encoding="utf-8")
