@@ -178,6 +178,13 @@ class StorageSettings(_Section):
     path: str = "data/aggregator.json"
     seen_ttl: Duration = 30 * 86400.0
 
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.strip() or "\x00" in value:
+            raise ValueError(f"expected a file path, got {value!r}")
+        return value
+
 
 class PollingSettings(_Section):
     """[polling]: default interval, first-poll backfill and fetch limits."""

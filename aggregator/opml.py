@@ -302,6 +302,8 @@ def import_opml(config_path: Path, feeds: Sequence[OpmlFeed], *, dry_run: bool) 
         raise ConfigError(
             [("", f"cannot read config file {config_path}: {exc.strerror}")]
         ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"{config_path}: not UTF-8 text (byte {exc.start})")]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

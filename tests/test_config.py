@@ -95,7 +95,7 @@ def test_durations_and_urls_that_would_break_the_daemon_are_config_errors() -> N
             {
                 "telegram": {"send_timeout": 0, "max_backoff": "0s"},
                 "polling": {"interval": float("nan"), "timeout": 0, "connect_timeout": "0ms"},
-                "storage": {"seen_ttl": float("inf")},
+                "storage": {"seen_ttl": float("inf"), "path": "a\x00b"},
                 "feeds": [
                     {"name": "a", "url": "http://127.0.0.1:80800/feed.xml"},
                     {"name": "b", "url": "https://x.example/rss", "interval": 1e300},
@@ -116,6 +116,7 @@ def test_durations_and_urls_that_would_break_the_daemon_are_config_errors() -> N
     assert problems["polling.connect_timeout"] == "must be longer than 0s"
     assert "expected a duration" in problems["polling.interval"]
     assert "at most 3650d" in problems["storage.seen_ttl"]
+    assert problems["storage.path"] == "expected a file path, got 'a\\x00b'"
     assert "Port out of range" in problems["feeds[0].url"]
     assert "at most 3650d" in problems["feeds[1].interval"]
     assert "at most 3650d" in problems["feeds[2].interval"]

@@ -291,6 +291,12 @@ def test_an_invalid_config_is_refused_before_any_import(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "polling.interval" in result.stderr
     assert config.read_text(encoding="utf-8") == '[polling]\ninterval = "often"\n'
+    # A config that is not UTF-8 (saved as cp1256 by an Arabic Windows editor) is refused
+    # the same way, not with a traceback.
+    config.write_bytes('[[watchlists]]\nname = "سوريا"\n'.encode("cp1256"))
+    result = run_cli(["feeds", "import", str(EXPORT), "-c", str(config)])
+    assert result.returncode == 2, result.stderr
+    assert "not UTF-8 text (byte 23)" in result.stderr
 
 
 def test_dry_run_shows_what_would_be_added_and_writes_nothing(tmp_path: Path) -> None:
