@@ -82,6 +82,9 @@ _READ_AT_START = {
 }
 
 
+PARSE_TIMEOUT_MIN_S = 20.0
+
+
 def _restart_keys(running: Config, new: Config) -> list[str]:
     """The settings read at start that ``new`` changes (as section.key)."""
     return [
@@ -158,7 +161,10 @@ async def services(
     if deliverer is not None:
         runtime.on_alerts = deliverer.wake
     workers = loaded.config.polling.parse_worker_count()
-    pool = ParsePool(workers, timeout_s=loaded.config.polling.timeout) if workers else None
+    # Parsing gets the fetch timeout, but never under PARSE_TIMEOUT_MIN_S: a short fetch
+    # timeout (a local feed) must not fail every parse that starts a worker process first.
+    parse_timeout = max(loaded.config.polling.timeout, PARSE_TIMEOUT_MIN_S)
+    pool = ParsePool(workers, timeout_s=parse_timeout) if workers else None
     if pool is not None:
         runtime.parse = pool
     try:
