@@ -98,7 +98,7 @@ def test_a_string_where_a_list_belongs_is_an_error() -> None:
 def test_query_errors() -> None:
     ((path, message),) = errors(query="(a OR b))")
     assert path == "query"
-    assert message == "unexpected ')' at position 9\n  (a OR b))\n          ^"
+    assert message == "watchlist 'w': unexpected ')' at position 9\n  (a OR b))\n          ^"
     assert errors(query="-a -b") == [
         ("query", "every operand is negated: the query needs at least one term that must match")
     ]

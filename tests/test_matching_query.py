@@ -116,7 +116,7 @@ def test_config_error_names_the_watchlist_and_the_position() -> None:
         Matcher(rules)
     ((path, message),) = caught.value.problems
     assert path == "watchlists[1].query"
-    assert "missing ')'" in message
+    assert message.startswith("watchlist 'broken': missing ')'")
     assert "at position 1\n  (سوريا OR دمشق\n  ^" in message
 
 

@@ -121,12 +121,14 @@ def _check_list(name: str, value: object, errors: Problems, warnings: Problems) 
         warnings.extend((path, message) for message in _term_warnings(term))
 
 
-def _check_query(query: str, errors: Problems, warnings: Problems) -> None:
+def _check_query(query: str, watchlist: object, errors: Problems, warnings: Problems) -> None:
     """Check the query's syntax, its operands and its polarity."""
     try:
         node = parse_query(query)
     except QueryError as error:
-        errors.append(("query", str(error)))
+        # Named as well as numbered: with many watchlists, the name is what the admin knows.
+        named = f"watchlist {watchlist!r}: " if isinstance(watchlist, str) and watchlist else ""
+        errors.append(("query", f"{named}{error}"))
         return
     operands = list(leaves(node))
     if all(negated for _, negated in operands):
@@ -169,7 +171,7 @@ def check_rules(rules: WatchlistRules) -> tuple[Problems, Problems]:
         if not isinstance(rules.query, str):
             errors.append(("query", f"must be a string, not {type(rules.query).__name__}"))
         else:
-            _check_query(rules.query, errors, warnings)
+            _check_query(rules.query, rules.name, errors, warnings)
     if not (rules.any or rules.all or rules.query is not None):
         if rules.none:
             errors.append(
