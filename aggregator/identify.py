@@ -116,12 +116,27 @@ def guid_problem(
     if uses > 1:
         return f"{uses} of {len(items)} items have the same guid {guid[:80]!r}"
     changed = 0
+    shared = shared_links(items)
     for item in items:
-        if item.guid and item.link and seen_here(_bounded(f"link:{normalize_link(item.link)}")):
+        if not (item.guid and item.link):
+            continue
+        link = normalize_link(item.link)
+        if link not in shared and seen_here(_bounded(f"link:{link}")):
             changed += not seen_here(_guid_key(item, item.guid, feed_url))
     if changed >= min(2, len(items)):
         return f"{changed} items that the feed listed before came back with a new guid"
     return None
+
+
+def shared_links(items: Sequence[Identified]) -> frozenset[str]:
+    """Normalized links that several items share, each with a guid of its own: a live blog's
+    posts (#post-1, #post-2: the fragment is dropped) or a generic press page. Such a link
+    identifies none of them, and a new guid beside it is a new post, not a changed guid."""
+    guids: dict[str, set[str]] = {}
+    for item in items:
+        if item.guid and item.link:
+            guids.setdefault(normalize_link(item.link), set()).add(item.guid)
+    return frozenset(link for link, found in guids.items() if len(found) > 1)
 
 
 def _guid_key(item: Identified, guid: str, feed_url: str) -> str:

@@ -176,6 +176,28 @@ def test_guids_that_change_each_fetch_alert_each_item_once(
     assert _feed_state(tmp_path, "wire0")[0] == "link"
 
 
+def test_posts_that_share_one_link_each_alert_once(
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
+) -> None:
+    # A live blog: each post has its own guid and the page's link with its own fragment (which
+    # normalization drops), so the link identifies none of them. It used to make every post
+    # after the first look already seen, for as long as the link was remembered.
+    def body(count: int) -> bytes:
+        page = "https://wire.example/live"
+        return _rss([_item(n, guid=f"post-{n}", link=f"{page}#post-{n}") for n in range(count)])
+
+    feed_server.add("/live.xml", body(3))
+    config = _config(tmp_path, feed_server, telegram, "/live.xml")
+    _once(config)
+    assert sorted(_alerted(telegram)) == [0, 1, 2]
+    feed_server.add("/live.xml", body(5))  # two new posts: new guids beside a known link
+    second = _once(config)
+    assert sorted(_alerted(telegram)) == [0, 1, 2, 3, 4]
+    assert SWITCH_LOG not in second, "new posts are not changed guids"
+    _once(config)
+    assert sorted(_alerted(telegram)) == [0, 1, 2, 3, 4], "nothing alerted twice"
+
+
 def test_one_article_in_two_feeds_with_utm_variants_alerts_once(
     tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
 ) -> None:
