@@ -138,6 +138,8 @@ def parse_feed(
     _check_quadratic_work(body)
     response_headers = {name.lower(): value for name, value in (headers or {}).items()}
     body, repaired = _repair_utf8(body, response_headers)
+    body, refs = _repair_char_refs(body)
+    repaired = "; ".join(filter(None, (repaired, refs))) or None
     try:
         # A stream, never bytes or a str: given those, feedparser first tries them as a path
         # to open, so a body that happens to name a local file would be read from disk.
@@ -277,6 +279,56 @@ def _fields_in_range(raw: Any) -> bool:
             return False
     zone = _ZONE_OFFSET.search(raw)
     return not zone or (int(zone.group(1)) <= 23 and int(zone.group(2)) <= 59)
+
+
+# Numeric character references that may be no character: UTF-16 surrogates (D800-DFFF, which
+# some CMSs write for an emoji, as a pair) and numbers beyond U+10FFFF. feedparser 6 raises on
+# them and loses the whole feed (kurtmckee/feedparser#591), so they are mended first. The
+# pattern matches only long references: Arabic written as references (&#1587;) never pays.
+_SUSPECT_REF = re.compile(
+    rb"&#(?:[xX]0*([dD][89a-fA-F][0-9a-fA-F]{2}|[0-9a-fA-F]{6,})|0*([0-9]{5,}));"
+)
+
+
+def _ref_value(match: re.Match[bytes]) -> int:
+    return int(match[1], 16) if match[1] is not None else int(match[2])
+
+
+def _repair_char_refs(body: bytes) -> tuple[bytes, str | None]:
+    """Mend character references that are no character: a surrogate pair becomes the one
+    character it stands for, anything else U+FFFD; say how many, when there were any."""
+    if b"&#" not in body:
+        return body, None
+    found = list(_SUSPECT_REF.finditer(body))
+    pieces: list[bytes] = []
+    done = mended = 0
+    index = 0
+    while index < len(found):
+        match = found[index]
+        value = _ref_value(match)
+        index += 1
+        if value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF:
+            continue  # a character: left as it is
+        replacement = b"&#xFFFD;"
+        if 0xD800 <= value <= 0xDBFF and index < len(found):
+            low = found[index]
+            low_value = _ref_value(low)
+            if low.start() == match.end() and 0xDC00 <= low_value <= 0xDFFF:
+                code = 0x10000 + ((value - 0xD800) << 10) + (low_value - 0xDC00)
+                replacement = b"&#x%X;" % code
+                index += 1
+                match_end = low.end()
+            else:
+                match_end = match.end()
+        else:
+            match_end = match.end()
+        pieces += (body[done : match.start()], replacement)
+        done = match_end
+        mended += 1
+    if not mended:
+        return body, None
+    pieces.append(body[done:])
+    return b"".join(pieces), f"{mended} character reference(s) that are no character mended"
 
 
 def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, str | None]:

@@ -518,3 +518,20 @@ def test_damaged_real_feeds_give_a_feed_or_parse_error(seed: bytes, at: int, jun
         return
     for item in feed.items:
         assert item.published is None or item.published.tzinfo is UTC
+
+
+def test_character_references_that_are_no_character_do_not_lose_the_feed() -> None:
+    # Some CMSs write an emoji as two UTF-16 surrogate references; feedparser 6 raises on a
+    # surrogate or a number past U+10FFFF, and the whole feed failed on every poll.
+    body = _rss(
+        "<item><title>smile &#55357;&#56832; lone &#xD800; big &#x110000; &#1587; &#128512;"
+        "</title><guid>1</guid></item><item><title>the next one</title><guid>2</guid></item>"
+    )
+    feed = parse_feed(body, feed_name="refs")
+    assert [item.title for item in feed.items] == [
+        "smile \U0001f600 lone \ufffd big \ufffd \u0633 \U0001f600",
+        "the next one",
+    ]
+    assert feed.bozo == "3 character reference(s) that are no character mended"
+    plain = _rss("<item><title>&#1587;&#1608;&#1585;&#1610;&#1575; &#128512;</title></item>")
+    assert parse_feed(plain, feed_name="refs").bozo is None
