@@ -244,7 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _once(loaded: LoadedConfig, token: str | None, args: argparse.Namespace) -> int:
-    outcomes, left = await run_once(loaded, token, dry_run=args.dry_run, timeout_s=args.timeout)
+    # With --json, standard output is the JSON lines alone: alerts printed for want of a token
+    # go to standard error.
+    outcomes, left = await run_once(
+        loaded,
+        token,
+        dry_run=args.dry_run,
+        timeout_s=args.timeout,
+        console=sys.stderr if args.json else None,
+    )
     alerts = [alert for outcome in outcomes for alert in outcome.alerts]
     options = MessageOptions(timezone=ZoneInfo(loaded.config.telegram.timezone))
     for alert in alerts:

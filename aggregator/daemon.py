@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -115,10 +116,10 @@ def make_fetcher(loaded: LoadedConfig) -> Fetcher:
     return Fetcher(limits, user_agent=USER_AGENT)
 
 
-def make_sender(loaded: LoadedConfig, token: str | None) -> Sender:
-    """Telegram when a token is configured, else the terminal."""
+def make_sender(loaded: LoadedConfig, token: str | None, console: TextIO | None = None) -> Sender:
+    """Telegram when a token is configured, else the terminal (``console``, or stdout)."""
     if token is None:
-        return ConsoleSender()
+        return ConsoleSender(console)
     telegram = loaded.config.telegram
     return TelegramSender(api_url=telegram.api_url, token=token, timeout_s=telegram.send_timeout)
 
@@ -130,6 +131,7 @@ async def services(
     *,
     dry_run: bool = False,
     metrics: Metrics | None = None,
+    console: TextIO | None = None,
 ) -> AsyncIterator[Services]:
     """Open the store, the HTTP client and the sender; close them all on the way out."""
     metrics = metrics or Metrics()
@@ -137,7 +139,7 @@ async def services(
     store = Store.open(loaded.storage_path, readonly=dry_run)
     settle_heap()
     fetcher = make_fetcher(loaded)
-    sender = None if dry_run else make_sender(loaded, token)
+    sender = None if dry_run else make_sender(loaded, token, console)
     deliverer = (
         None
         if sender is None
@@ -187,10 +189,17 @@ async def poll_all(runtime: Runtime, *, dry_run: bool = False) -> list[FeedOutco
 
 
 async def run_once(
-    loaded: LoadedConfig, token: str | None, *, dry_run: bool, timeout_s: float
+    loaded: LoadedConfig,
+    token: str | None,
+    *,
+    dry_run: bool,
+    timeout_s: float,
+    console: TextIO | None = None,
 ) -> tuple[list[FeedOutcome], int]:
-    """Poll each feed once and deliver; return the outcomes and how many alerts are left."""
-    async with services(loaded, token, dry_run=dry_run) as svc:
+    """Poll each feed once and deliver; return the outcomes and how many alerts are left.
+
+    ``console``: where alerts go without a token (standard output unless given)."""
+    async with services(loaded, token, dry_run=dry_run, console=console) as svc:
         outcomes = await poll_all(svc.runtime, dry_run=dry_run)
         if svc.deliverer is None:
             return outcomes, 0

@@ -96,6 +96,23 @@ def test_once_json_prints_the_documented_object(
     assert alert["text"] == telegram.messages[0].text, "text is the message exactly as sent"
 
 
+def test_once_json_without_a_token_keeps_standard_output_to_json(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    # No token: alerts are printed for a person, on standard error, so that `| jq` still works.
+    feed_server.add("/annahar.xml", SAMPLE.read_bytes())
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "annahar-world", "url": feed_server.url_for("/annahar.xml")}],
+        watchlists=[{"name": "syria", "any": ["#سوريا"], "channels": ["@syria_alerts"]}],
+    )
+    result = run_cli(["once", "-c", str(config), "--json"])
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    assert json.loads(line)["title"] == SAMPLE_TITLE
+    assert "alert for @syria_alerts" in result.stderr
+
+
 def test_dry_run_sends_nothing_and_changes_nothing(
     tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
 ) -> None:
