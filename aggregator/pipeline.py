@@ -386,7 +386,20 @@ def _process(
     keyed = _keyed_items(rt, feed, state, read)
     for entry in keyed:
         present.extend(entry.keys)
-        if any(k in batch_keys or rt.store.is_seen(k) for k in entry.keys):
+        seen_key = next((k for k in entry.keys if k in batch_keys or rt.store.is_seen(k)), None)
+        if seen_key is not None:
+            first_seen = entry.item
+            if first_seen is not None and seen_key not in batch_keys:
+                marker = _missed_by_first_feed(rt, feed, seen_key, entry.keys[0], batch_keys)
+                if marker is not None and not (first_poll and _before_backfill(first_seen, oldest)):
+                    # The item came first from a feed that some watchlist of this one does
+                    # not cover: those watchlists see it here, once.
+                    batch_keys.add(marker[0])
+                    seen.append(SeenRecord(key=marker[0], feed=feed.name, seen_at=now))
+                    _item_alerts(
+                        rt, feed, first_seen, entry.keys[0], source, outcome, entries, stories,
+                        routes, now, only=marker[1],
+                    )  # fmt: skip
             continue
         batch_keys.update(entry.keys)
         seen.extend(SeenRecord(key=k, feed=feed.name, seen_at=now) for k in entry.keys)
@@ -401,11 +414,7 @@ def _process(
         appeared = poll_state.item_time(item.published, now, first_poll=first_poll)
         if appeared is not None:
             new_times.append(appeared)
-        if (
-            first_poll
-            and oldest is not None
-            and (item.published is None or item.published < oldest)
-        ):
+        if first_poll and _before_backfill(item, oldest):
             continue  # backfill: older or undated items on a feed's first poll are marked seen
         _item_alerts(rt, feed, item, keys[0], source, outcome, entries, stories, routes, now)
     notices += poll_state.on_success(
@@ -492,6 +501,46 @@ class _Routes:
         return tuple(dict.fromkeys(follow(self._moves, chat) for chat in targets))
 
 
+def _before_backfill(item: Item, oldest: datetime | None) -> bool:
+    """Whether a first poll's backfill window leaves this item out (older, or undated)."""
+    return oldest is not None and (item.published is None or item.published < oldest)
+
+
+def _covers(watchlist: WatchlistSettings, feed: FeedSettings) -> bool:
+    """Whether the watchlist's ``feeds`` (names, ``tag:NAME``) take this feed in."""
+    if not watchlist.feeds:
+        return True
+    tags = {name[4:].strip() for name in watchlist.feeds if name.startswith("tag:")}
+    return feed.name in watchlist.feeds or not tags.isdisjoint(feed.tags)
+
+
+def _missed_by_first_feed(
+    rt: Runtime, feed: FeedSettings, seen_key: str, key: str, batch_keys: set[str]
+) -> tuple[str, frozenset[str]] | None:
+    """For an item another feed saw first: a marker key, and the watchlists that cover this
+    feed but not that one, which never saw the item; None when there are none, or when this
+    feed already gave them the item (the marker is seen)."""
+    config = rt.loaded.config
+    if not any(w.feeds for w in config.watchlists):
+        return None  # every watchlist covers every feed: the first feed gave it to them all
+    first_name = rt.store.seen_by(seen_key)
+    if first_name is None or first_name == feed.name:
+        return None
+    first = next((f for f in config.feeds if f.name == first_name), None)
+    if first is None:
+        return None  # no longer configured: nothing to tell which watchlists it covered
+    missed = frozenset(
+        w.name for w in config.watchlists if _covers(w, feed) and not _covers(w, first)
+    )
+    if not missed:
+        return None
+    digest = hashlib.sha256(f"{feed.name}\n{key}".encode()).hexdigest()[:32]
+    marker = f"via:{digest}"
+    if marker in batch_keys or rt.store.is_seen(marker):
+        return None
+    return marker, missed
+
+
 def _item_alerts(
     rt: Runtime,
     feed: FeedSettings,
@@ -503,9 +552,17 @@ def _item_alerts(
     stories: _StoryBatch,
     routes: _Routes,
     now: float,
+    *,
+    only: frozenset[str] | None = None,
 ) -> None:
-    """Match one new item, join it to its story, and queue its alerts in chats without it."""
+    """Match one new item, join it to its story, and queue its alerts in chats without it.
+
+    ``only``: match these watchlists alone (an item another feed saw first)."""
     matches = rt.matcher.match(item.fields(), feed=feed.name, feed_tags=feed.tags)
+    if only is not None:
+        matches = [m for m in matches if m.watchlist in only]
+        if not matches:
+            return  # nothing for them: the story is left as the first feed made it
     item_print = (
         story_fingerprint(item) if stories.enabled else Fingerprint(frozenset(), frozenset())
     )

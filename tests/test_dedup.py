@@ -198,6 +198,38 @@ def test_posts_that_share_one_link_each_alert_once(
     assert sorted(_alerted(telegram)) == [0, 1, 2, 3, 4], "nothing alerted twice"
 
 
+def test_an_article_first_seen_in_a_feed_a_watchlist_skips_still_reaches_it(
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
+) -> None:
+    # The same article in a 'top' feed and a 'world' feed, and a watchlist for 'world' only.
+    # Marked seen by whichever feed came first, it used to reach the watchlist only if that
+    # was the world feed: no alert at all, depending on the order of polls.
+    article = _item(0, guid="story-0")
+    feed_server.add("/top.xml", _rss([{**article, "link": article["link"] + "?utm_source=top"}]))
+    feed_server.add("/world.xml", _rss([article]))
+    config = write_config(
+        tmp_path,
+        feeds=[
+            {"name": "top", "url": feed_server.url_for("/top.xml"), "tags": ["top"]},
+            {"name": "world", "url": feed_server.url_for("/world.xml"), "tags": ["world"]},
+        ],
+        watchlists=[
+            {
+                "name": "canary",
+                "any": ["canary"],
+                "feeds": ["tag:world"],
+                "channels": ["@world_news"],
+            },
+            {"name": "every", "any": ["canary"], "channels": ["@all_news"]},
+        ],
+        telegram={"api_url": telegram.api_url},
+        token=TOKEN,
+    )
+    for _ in range(3):  # and never again
+        _once(config)
+        assert sorted(str(m.chat_id) for m in telegram.messages) == ["@all_news", "@world_news"]
+
+
 def test_one_article_in_two_feeds_with_utm_variants_alerts_once(
     tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
 ) -> None:
