@@ -185,7 +185,16 @@ async def services(
 async def poll_all(runtime: Runtime, *, dry_run: bool = False) -> list[FeedOutcome]:
     """Poll every enabled feed once, concurrently; a failing feed never stops the others."""
     feeds = [f for f in runtime.loaded.config.feeds if f.enabled]
-    return list(await asyncio.gather(*(poll_feed(runtime, f, dry_run=dry_run) for f in feeds)))
+    return list(await asyncio.gather(*(_poll_guarded(runtime, f, dry_run) for f in feeds)))
+
+
+async def _poll_guarded(runtime: Runtime, feed: FeedSettings, dry_run: bool) -> FeedOutcome:
+    """poll_feed, with a crash (a bug) kept to its own feed, as the daemon's _poll does."""
+    try:
+        return await poll_feed(runtime, feed, dry_run=dry_run)
+    except Exception as exc:
+        log.exception("poll crashed", extra={"fields": {"feed": feed.name}})
+        return FeedOutcome(feed.name, "error", error=f"poll crashed: {exc!r}")
 
 
 async def run_once(

@@ -437,7 +437,7 @@ def parse_retry_after(
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() takes and int() refuses
         return float(int(value))
     wait = seconds_until(value, date_header, now.timestamp())
     return None if wait is None else max(0.0, wait)

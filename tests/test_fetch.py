@@ -301,6 +301,8 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Wed, 01 Jan 2025 11:00:00 GMT", now) == 0.0  # in the past
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("-5", now) is None
+    assert parse_retry_after("\xb2", now) is None  # "²": isdigit() says yes, int() refuses
+    assert parse_retry_after("1 Jan 10000000000000000000 00:00:00", now) is None
     assert parse_retry_after(None, now) is None
     # A date is measured against the server's clock when it says what that is.
     served = "Wed, 01 Jan 2025 11:59:30 GMT"  # the server is 30 s behind us
