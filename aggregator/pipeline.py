@@ -31,7 +31,7 @@ from .cluster import fingerprint as story_fingerprint
 from .compose import LINK_MAX, Message, MessageOptions, add_sources, compose_alert
 from .config import FeedSettings, LoadedConfig, WatchlistSettings
 from .errors import FetchError, StoreError
-from .fetch import Fetcher, FetchResult, Validators
+from .fetch import NO_VALIDATORS, Fetcher, FetchResult, Validators
 from .identify import Identified, guid_problem, item_keys, normalize_link, shared_links
 from .logs import event
 from .matching import Matcher
@@ -111,14 +111,18 @@ async def poll_feed(rt: Runtime, feed: FeedSettings, *, dry_run: bool = False) -
     url = poll_state.feed_url(state, feed)
     now = rt.clock()
     state.last_attempt_at = now
+    # None: kept by a version that did not record the URL; they are sent as before.
+    same_url = state.validators_url in (None, url)
+    validators = Validators(state.etag, state.last_modified) if same_url else NO_VALIDATORS
     try:
-        result = await rt.fetcher.fetch(url, Validators(state.etag, state.last_modified))
+        result = await rt.fetcher.fetch(url, validators)
         read = None if result.not_modified else await _parse(rt, feed, result, state)
     except (FetchError, ParseError) as exc:
         rt.metrics.poll_done(feed.name, failed=True)
         return _failed(rt, feed, state, exc, dry_run)
     rt.metrics.poll_done(feed.name, failed=False)
     state.etag, state.last_modified = result.validators.etag, result.validators.last_modified
+    state.validators_url = url
     notices = poll_state.on_fetched(
         state, feed, headers=result.headers, moved_to=result.permanent_redirect, now=now
     )

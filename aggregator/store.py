@@ -80,6 +80,9 @@ class FeedState:
 
     etag: str | None = None
     last_modified: str | None = None
+    # The URL those validators came from: another URL (the admin changed it, a redirect made
+    # permanent) is fetched without them, or its own older copy would answer 304 for ever.
+    validators_url: str | None = None
     body_hash: str | None = None
     initialized: bool = False  # its first poll has been processed (backfill done)
     last_attempt_at: float | None = None  # epoch seconds

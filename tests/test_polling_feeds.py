@@ -676,3 +676,24 @@ async def test_reload_after_the_admin_removes_a_gone_feed(
         finally:
             daemon.stop()
             assert await asyncio.wait_for(run, 10) == 0
+
+
+async def test_a_new_url_is_fetched_without_the_old_urls_validators(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    # The admin moves the feed to another URL: its old ETag and Last-Modified say nothing
+    # about the new one, and a server that compares dates would answer 304 to an older copy,
+    # poll after poll, while its items were never read.
+    server.add("/a.xml", rss(3))
+    server.add("/b.xml", rss(4))
+    async with environment(tmp_path, config_for(server.url_for("/a.xml"))) as env:
+        assert (await env.poll()).status == "ok"
+        config, _ = validate_config(config_for(server.url_for("/b.xml")))
+        env.runtime.loaded = LoadedConfig(config=config, path=tmp_path / "config.toml")
+        env.clock.now += 10 * MIN
+        assert (await env.poll()).status == "ok"
+        sent = server.requests[-1]
+        assert sent.path == "/b.xml"
+        assert "if-none-match" not in sent.headers and "if-modified-since" not in sent.headers
+        env.clock.now += 10 * MIN
+        assert (await env.poll()).status == "not_modified", "its own validators are used"
