@@ -354,6 +354,8 @@ class Fetcher:
                 decoder.feed(raw, body, cap + 1 - len(body))
             if len(body) > cap:
                 raise BodyTooLargeError(too_large)
+        if decoder is not None:
+            decoder.end()
         return bytes(body)
 
 
@@ -385,6 +387,7 @@ class _BoundedDecoder:
         self._inflater = zlib.decompressobj(wbits)
         self._started = False
         self._finished = False
+        self._between = False  # a gzip member ended; another may start in what comes next
 
     @classmethod
     def for_encoding(cls, header: str, note: str) -> _BoundedDecoder | None:
@@ -404,6 +407,11 @@ class _BoundedDecoder:
         """Inflate ``data`` into ``out``, stopping once ``room`` bytes have been added."""
         added = 0
         while data and added < room and not self._finished:
+            if self._between:
+                if not data.startswith(b"\x1f\x8b"[: len(data)]):
+                    self._finished = True  # no other member: anything after is padding
+                    break
+                self._between = False
             try:
                 piece = self._inflater.decompress(data, room - added)
             except zlib.error:
@@ -419,12 +427,20 @@ class _BoundedDecoder:
             data = self._inflater.unconsumed_tail
             if self._inflater.eof:
                 rest = self._inflater.unused_data
-                if self._name == "gzip" and rest.startswith(b"\x1f\x8b"):
-                    # A gzip body may hold several members back to back.
+                if self._name == "gzip":
+                    # A gzip body may hold several members back to back, the next one in
+                    # this piece of the body or in the next.
                     self._inflater = zlib.decompressobj(self._wbits)
+                    self._between = True
                     data = rest
                 else:
                     self._finished = True  # anything after the stream is padding
+
+    def end(self) -> None:
+        """The body is all there: raise FetchError if its stream stopped in the middle (a
+        cut connection), rather than take the part read for the whole feed."""
+        if self._started and not (self._finished or self._between or self._inflater.eof):
+            raise FetchError(f"the {self._name} body is cut short{self._note}")
 
 
 def parse_retry_after(

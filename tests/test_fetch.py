@@ -23,6 +23,7 @@ from aggregator.fetch import (
     FetchResult,
     HTTPStatusError,
     Validators,
+    _BoundedDecoder,
     parse_retry_after,
 )
 from tests.servers.feed_server import FeedServer
@@ -230,6 +231,25 @@ async def test_multi_member_gzip_is_decoded_whole(server: FeedServer, fetcher: F
     result = await fetcher.fetch(server.url_for("/m.xml"))
 
     assert result.body == RSS
+
+
+def test_gzip_members_split_across_reads_and_a_cut_stream() -> None:
+    # A member that ends exactly where a network read ends used to end the body: the members
+    # after it were dropped without a word. And a stream cut short was taken as the whole
+    # feed (and its ETag kept, so the rest was never read).
+    decoder = _BoundedDecoder.for_encoding("gzip", "")
+    assert decoder is not None
+    out = bytearray()
+    for member in (gzip.compress(RSS[:40]), gzip.compress(RSS[40:]), b"\0\0"):
+        decoder.feed(member, out, 10**6)
+    decoder.end()
+    assert bytes(out) == RSS, "both members, and the padding after them ignored"
+    cut = _BoundedDecoder.for_encoding("gzip", "")
+    assert cut is not None
+    whole = gzip.compress(RSS * 20)
+    cut.feed(whole[: len(whole) * 2 // 3], bytearray(), 10**6)
+    with pytest.raises(FetchError, match=r"^the gzip body is cut short$"):
+        cut.end()
 
 
 async def test_corrupt_gzip_and_unknown_encoding_are_clear_errors(
