@@ -112,7 +112,9 @@ def guid_problem(
         return None  # no guids at all: the items are keyed by link already
     if len(guids) < len(items):
         return f"{len(items) - len(guids)} of {len(items)} items have no guid or an empty one"
-    guid, uses = Counter(guids).most_common(1)[0]
+    # An item listed twice (the same guid with the same link) is one item, not a reused guid.
+    listings = {(item.guid, normalize_link(item.link) if item.link else None) for item in items}
+    guid, uses = Counter(g for g, _ in listings if g).most_common(1)[0]
     if uses > 1:
         return f"{uses} of {len(items)} items have the same guid {guid[:80]!r}"
     changed = 0

@@ -231,6 +231,15 @@ def test_one_guid_on_several_items() -> None:
     assert _problem(items) == "3 of 3 items have the same guid 'same'"
 
 
+def test_an_item_listed_twice_is_no_reused_guid() -> None:
+    # A CMS that lists one item twice: switching the feed to link keys for good would make a
+    # link-less item new again after a restart.
+    twice = _items(("a", "https://site.example/1"), ("b", None), ("b", None))
+    assert _problem(twice) is None
+    reused = _items(("b", "https://site.example/1"), ("b", "https://site.example/2"))
+    assert _problem(reused) == "2 of 2 items have the same guid 'b'"
+
+
 def test_new_guids_for_links_listed_before() -> None:
     old = _items(("a", "https://site.example/1"), ("b", "https://site.example/2"))
     seen = {k for item in old for k in item_keys(item, feed_url="https://site.example/rss")}
