@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import html
 import io
 import re
 import time
+import xml.sax
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,7 +173,13 @@ def _feed(parsed: Mapping[str, Any], feed_name: str, base_url: str | None) -> Pa
     # pages, so a relative RSS item link is read against the channel's link, as readers do.
     is_atom = str(parsed.get("version", "")).startswith("atom")
     items_base = base_url if is_atom else (feed_link or base_url)
-    items = tuple(_item(entry, feed_name, items_base) for entry in parsed.get("entries", []))
+    # feedparser's fallback parser, used once the document is not well-formed (one bad item
+    # is enough), leaves character references in ids: "?a=1&amp;b=2" where the strict one
+    # gives "?a=1&b=2". Every old item's guid key would change, as if the feed reused them.
+    loose = isinstance(parsed.get("bozo_exception"), xml.sax.SAXException)
+    items = tuple(
+        _item(entry, feed_name, items_base, loose=loose) for entry in parsed.get("entries", [])
+    )
     return ParsedFeed(
         title=" ".join(_text(channel.get("title_detail"), channel.get("title")).split("\n")),
         link=feed_link,
@@ -184,13 +192,15 @@ def _feed(parsed: Mapping[str, Any], feed_name: str, base_url: str | None) -> Pa
     )
 
 
-def _item(entry: dict[str, Any], feed_name: str, base: str | None) -> Item:
+def _item(entry: dict[str, Any], feed_name: str, base: str | None, *, loose: bool) -> Item:
     summary = _text(entry.get("summary_detail"), entry.get("summary"))
     contents = entry.get("content") or []
     content = _text(contents[0], contents[0].get("value")) if contents else ""
     if _adds_nothing(content, summary):
         content = ""
     guid = entry.get("id")
+    if loose and isinstance(guid, str) and "&" in guid:
+        guid = html.unescape(guid)
     return Item(
         feed=feed_name,
         title=" ".join(_text(entry.get("title_detail"), entry.get("title")).split("\n")),

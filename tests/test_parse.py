@@ -535,3 +535,15 @@ def test_character_references_that_are_no_character_do_not_lose_the_feed() -> No
     assert feed.bozo == "3 character reference(s) that are no character mended"
     plain = _rss("<item><title>&#1587;&#1608;&#1585;&#1610;&#1575; &#128512;</title></item>")
     assert parse_feed(plain, feed_name="refs").bozo is None
+
+
+def test_one_malformed_item_does_not_change_the_other_items_guids() -> None:
+    # One bare & sends the whole document to feedparser's fallback parser, which used to keep
+    # "&amp;" in ids: every old item's guid key changed and the feed was switched to link
+    # keys for good, as if it reused its guids.
+    item = "<item><title>{}</title><guid>https://site.example/1.html?a=1&amp;b=2</guid></item>"
+    strict = parse_feed(_rss(item.format("fine")), feed_name="f")
+    loose = parse_feed(_rss(item.format("fine") + item.format("R&D budget")), feed_name="f")
+    assert loose.bozo  # the fallback parser read it
+    assert [i.guid for i in loose.items] == [strict.items[0].guid] * 2
+    assert strict.items[0].guid == "https://site.example/1.html?a=1&b=2"
