@@ -547,3 +547,22 @@ def test_one_malformed_item_does_not_change_the_other_items_guids() -> None:
     assert loose.bozo  # the fallback parser read it
     assert [i.guid for i in loose.items] == [strict.items[0].guid] * 2
     assert strict.items[0].guid == "https://site.example/1.html?a=1&b=2"
+
+
+def test_arabic_in_windows_1256_declared_as_utf8_is_read_as_arabic() -> None:
+    # Many Arabic sites still write windows-1256; declared as UTF-8 (or not at all), feedparser
+    # read it as windows-1252, Latin mojibake that no watchlist could ever match.
+    item = (
+        "<item><title>الجيش السوري يتقدم في ريف دمشق</title>"
+        "<description>قال مسؤولون إن القوات سيطرت على مواقع جديدة</description></item>"
+    )
+    for encoding in ("UTF-8", ""):
+        body = _rss(item, encoding=encoding).replace(b' encoding=""', b"")
+        feed = parse_feed(body.decode().encode("cp1256"), feed_name="f")
+        assert feed.items[0].title == "الجيش السوري يتقدم في ريف دمشق", encoding
+        assert feed.bozo == "not UTF-8 as declared: read as windows-1256 (Arabic)"
+    # A Latin-script feed in windows-1252 mislabelled the same way is left to feedparser.
+    latin = _rss("<item><title>Bürgermeister äußert sich über Straßenbau in Köln</title></item>")
+    feed = parse_feed(latin.decode().encode("cp1252"), feed_name="f")
+    assert feed.items[0].title == "Bürgermeister äußert sich über Straßenbau in Köln"
+    assert "windows-1256" not in (feed.bozo or "")
