@@ -15,7 +15,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -68,17 +68,20 @@ def normalize_link(url: str) -> str:
     return normalized
 
 
-def item_keys(item: Item, *, feed_url: str, use_guid: bool = True) -> tuple[str, ...]:
+def item_keys(
+    item: Item, *, feed_url: str, use_guid: bool = True, shared: Set[str] = frozenset()
+) -> tuple[str, ...]:
     """Keys of an item, primary first: guid (scoped to its site), link, or a hash of its text.
 
     ``use_guid=False`` leaves the guid out, for a feed whose guids proved unreliable.
+    ``shared``: pages that several items of the fetch link to (``shared_pages``); an item keyed
+    by its guid gets no link key for one of them.
     """
-    link = normalize_link(item.link) if item.link else None
     keys: list[str] = []
     if item.guid and use_guid:
         keys.append(_guid_key(item, item.guid, feed_url))
-    if link:
-        keys.append(_bounded(f"link:{link}"))
+    if item.link and not (keys and _page(item.link) in shared):
+        keys.append(_bounded(f"link:{normalize_link(item.link)}"))
     if not keys:
         text = _fold(item.title) + "\n" + _fold(item.content or item.summary)
         keys.append("hash:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:_HASH_LENGTH])
@@ -97,7 +100,11 @@ class Identified(Protocol):
 
 
 def guid_problem(
-    items: Sequence[Identified], *, feed_url: str, seen_here: Callable[[str], bool]
+    items: Sequence[Identified],
+    *,
+    feed_url: str,
+    seen_here: Callable[[str], bool],
+    shared: Set[str] | None = None,
 ) -> str | None:
     """Why this fetch shows that the feed's guids cannot identify its items; None if it does not.
 
@@ -112,33 +119,39 @@ def guid_problem(
         return None  # no guids at all: the items are keyed by link already
     if len(guids) < len(items):
         return f"{len(items) - len(guids)} of {len(items)} items have no guid or an empty one"
-    # An item listed twice (the same guid with the same link) is one item, not a reused guid.
-    listings = {(item.guid, normalize_link(item.link) if item.link else None) for item in items}
-    guid, uses = Counter(g for g, _ in listings if g).most_common(1)[0]
-    if uses > 1:
-        return f"{uses} of {len(items)} items have the same guid {guid[:80]!r}"
+    uses = Counter(guids)
+    if max(uses.values()) > 1:
+        # An item listed twice (the same guid and link) is one item, not a reused guid.
+        uses = Counter(guid for guid, _ in {(i.guid, i.link) for i in items if i.guid})
+    guid, count = uses.most_common(1)[0]
+    if count > 1:
+        return f"{count} of {len(items)} items have the same guid {guid[:80]!r}"
+    if shared is None:
+        shared = shared_pages(items)
     changed = 0
-    shared = shared_links(items)
     for item in items:
-        if not (item.guid and item.link):
-            continue
-        link = normalize_link(item.link)
-        if link not in shared and seen_here(_bounded(f"link:{link}")):
+        if not (item.guid and item.link) or _page(item.link) in shared:
+            continue  # a new guid beside a shared page is a new post, not a changed guid
+        if seen_here(_bounded(f"link:{normalize_link(item.link)}")):
             changed += not seen_here(_guid_key(item, item.guid, feed_url))
     if changed >= min(2, len(items)):
         return f"{changed} items that the feed listed before came back with a new guid"
     return None
 
 
-def shared_links(items: Sequence[Identified]) -> frozenset[str]:
-    """Normalized links that several items share, each with a guid of its own: a live blog's
-    posts (#post-1, #post-2: the fragment is dropped) or a generic press page. Such a link
-    identifies none of them, and a new guid beside it is a new post, not a changed guid."""
+def _page(link: str) -> str:
+    """A link without its fragment: what a live blog's posts (#post-1, #post-2) share."""
+    return link.strip().partition("#")[0]
+
+
+def shared_pages(items: Sequence[Identified]) -> frozenset[str]:
+    """Pages (``_page``) that several items link to, each with a guid of its own: a live
+    blog's posts or a generic press page. Such a link identifies none of them."""
     guids: dict[str, set[str]] = {}
     for item in items:
         if item.guid and item.link:
-            guids.setdefault(normalize_link(item.link), set()).add(item.guid)
-    return frozenset(link for link, found in guids.items() if len(found) > 1)
+            guids.setdefault(_page(item.link), set()).add(item.guid)
+    return frozenset(page for page, found in guids.items() if len(found) > 1)
 
 
 def _guid_key(item: Identified, guid: str, feed_url: str) -> str:

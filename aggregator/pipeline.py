@@ -32,7 +32,7 @@ from .compose import LINK_MAX, Message, MessageOptions, add_sources, compose_ale
 from .config import FeedSettings, LoadedConfig, WatchlistSettings
 from .errors import FetchError, StoreError
 from .fetch import NO_VALIDATORS, Fetcher, FetchResult, Validators
-from .identify import Identified, guid_problem, item_keys, normalize_link, shared_links
+from .identify import Identified, guid_problem, item_keys, shared_pages
 from .logs import event
 from .matching import Matcher
 from .metrics import Metrics
@@ -237,10 +237,14 @@ def _keyed_items(rt: Runtime, feed: FeedSettings, state: FeedState, read: Read) 
     """Each item of the body (unchanged ones first) with its keys; a feed whose guids prove
     unreliable is keyed by link for good."""
     items: list[Identified] = [*(known for _, known in read.unchanged), *read.parsed.items]
+    shared = shared_pages(items)
     switched = False
     if state.identify_by == "guid":
         problem = guid_problem(
-            items, feed_url=feed.url, seen_here=lambda key: rt.store.seen_by(key) == feed.name
+            items,
+            feed_url=feed.url,
+            seen_here=lambda key: rt.store.seen_by(key) == feed.name,
+            shared=shared,
         )
         if problem is not None:
             switched = True
@@ -264,13 +268,10 @@ def _keyed_items(rt: Runtime, feed: FeedSettings, state: FeedState, read: Read) 
         _Keyed(None, known.keys_for(use_guid), known.keys if has_former(known) else ())
         for _, known in read.unchanged
     ]
-    # Items keyed by guid whose link other items share are keyed by their guid alone: the
-    # link would make every post of a live blog after the first look already seen.
-    shared = shared_links(items) if use_guid else frozenset()
     for item in read.parsed.items:
-        keys = item_keys(item, feed_url=feed.url, use_guid=use_guid)
-        if shared and item.guid and item.link and normalize_link(item.link) in shared:
-            keys = keys[:1]
+        # A page other items link to keys none of them: every post of a live blog after the
+        # first would look already seen.
+        keys = item_keys(item, feed_url=feed.url, use_guid=use_guid, shared=shared)
         former = item_keys(item, feed_url=feed.url) if has_former(item) else ()
         keyed.append(_Keyed(item, keys, former))
     return keyed
