@@ -511,31 +511,23 @@ def _before_backfill(item: Item, oldest: datetime | None) -> bool:
     return oldest is not None and (item.published is None or item.published < oldest)
 
 
-def _covers(watchlist: WatchlistSettings, feed: FeedSettings) -> bool:
-    """Whether the watchlist's ``feeds`` (names, ``tag:NAME``) take this feed in."""
-    if not watchlist.feeds:
-        return True
-    tags = {name[4:].strip() for name in watchlist.feeds if name.startswith("tag:")}
-    return feed.name in watchlist.feeds or not tags.isdisjoint(feed.tags)
-
-
 def _missed_by_first_feed(
     rt: Runtime, feed: FeedSettings, seen_key: str, key: str, batch_keys: set[str]
 ) -> tuple[str, frozenset[str]] | None:
     """For an item another feed saw first: a marker key, and the watchlists that cover this
     feed but not that one, which never saw the item; None when there are none, or when this
     feed already gave them the item (the marker is seen)."""
-    config = rt.loaded.config
-    if not any(w.feeds for w in config.watchlists):
+    matcher = rt.matcher
+    if not matcher.feed_specific:
         return None  # every watchlist covers every feed: the first feed gave it to them all
     first_name = rt.store.seen_by(seen_key)
     if first_name is None or first_name == feed.name:
         return None
-    first = next((f for f in config.feeds if f.name == first_name), None)
+    first = rt.loaded.config.feed(first_name)
     if first is None:
         return None  # no longer configured: nothing to tell which watchlists it covered
-    missed = frozenset(
-        w.name for w in config.watchlists if _covers(w, feed) and not _covers(w, first)
+    missed = matcher.watchlists_for(feed.name, feed.tags) - matcher.watchlists_for(
+        first.name, first.tags
     )
     if not missed:
         return None

@@ -178,6 +178,12 @@ class Matcher:
         self._used_fields = tuple(
             name for name in FIELDS if any(name in w.fields for w in self._watchlists)
         )
+        # Whether some watchlist looks at some feeds only (its `feeds`).
+        self.feed_specific = any(w.feed_names or w.feed_tags for w in self._watchlists)
+
+    def watchlists_for(self, feed: str, feed_tags: Collection[str]) -> frozenset[str]:
+        """The names of the watchlists that look at this feed's items."""
+        return frozenset(w.name for w in self._watchlists if w.applies(feed, feed_tags))
 
     def _compile(self, rules: WatchlistRules, query: Node | None) -> _Watchlist:
         term_ids = self._term_ids
