@@ -717,21 +717,11 @@ class Deliverer:
         watchlists = self.chats.subscriptions(chat)
         if not watchlists:
             return False  # a private chat named in the config: the admins must fix that
-        jobs: list[OutboxEntry | EditEntry] = [
-            *self._store.pending(chat),
-            *self._store.pending_edits(chat),
-        ]
+        jobs = self._queued(chat)
         try:
             for name in watchlists:
                 self.chats.unsubscribe(chat, name)
-            self._store.mark_sent_many(
-                [job.id for job in jobs if isinstance(job, OutboxEntry)],
-                message_id=None,
-                sent_at=time.time(),
-            )
-            for job in jobs:
-                if isinstance(job, EditEntry):
-                    self._store.edit_done(job.target)
+            self._retire_unsent(jobs)
             if chat in self._durably_paused:
                 self.chats.unpause(chat)
         except StoreError as exc:
@@ -761,22 +751,27 @@ class Deliverer:
 
     def _expire(self, chat: str, reason: str) -> None:
         """A chat refused the bot for longer than paused_keep_s: give its alerts up."""
-        jobs: list[OutboxEntry | EditEntry] = [
-            *self._store.pending(chat),
-            *self._store.pending_edits(chat),
-        ]
+        jobs = self._queued(chat)
         for job in jobs:
             self._give_up(job, f"chat refused the bot for over {self.paused_keep_s:g}s: {reason}")
         try:
-            entries = [job.id for job in jobs if isinstance(job, OutboxEntry)]
-            self._store.mark_sent_many(entries, message_id=None, sent_at=time.time())
-            for job in jobs:
-                if isinstance(job, EditEntry):
-                    self._store.edit_done(job.target)
+            self._retire_unsent(jobs)
             self.chats.unpause(chat)
         except StoreError as exc:
             event(log, logging.ERROR, "cannot record given-up alerts", error=str(exc))
         self._durably_paused.discard(chat)
+
+    def _queued(self, chat: str) -> list[OutboxEntry | EditEntry]:
+        """Every alert and edit waiting for the chat."""
+        return [*self._store.pending(chat), *self._store.pending_edits(chat)]
+
+    def _retire_unsent(self, jobs: Sequence[OutboxEntry | EditEntry]) -> None:
+        """Take jobs that will never be sent out of the queue (raises StoreError)."""
+        entries = [job.id for job in jobs if isinstance(job, OutboxEntry)]
+        self._store.mark_sent_many(entries, message_id=None, sent_at=time.time())
+        for job in jobs:
+            if isinstance(job, EditEntry):
+                self._store.edit_done(job.target)
 
     def _done(self, job: Job, message_id: int | None) -> Callable[[], None]:
         """The store write that retires a job Telegram answered (or that was given up on)."""
@@ -941,6 +936,7 @@ class Deliverer:
         while the disk refuses, hold every chat and keep retrying."""
         delay = min(FIRST_BACKOFF_S, self._max_backoff)
         attempts = 0
+        about: dict[str, object] = {} if job is None else {"chat": job.chat, "alert": _label(job)}
         while True:
             try:
                 write()
@@ -951,16 +947,12 @@ class Deliverer:
                 self.store_error = str(exc)
                 attempts += 1
                 self.stats["store_write_failures"] += 1
-                if job is None:
-                    about: dict[str, object] = {}
-                    what = "cannot write the store; holding delivery"
-                else:
-                    about = {"chat": job.chat, "alert": _label(job)}
-                    what = "cannot record a sent alert; holding delivery"
                 event(
                     log,
                     logging.ERROR,
-                    what,
+                    "cannot write the store; holding delivery"
+                    if job is None
+                    else "cannot record a sent alert; holding delivery",
                     **about,
                     error=str(exc),
                     attempts=attempts,
@@ -972,7 +964,6 @@ class Deliverer:
                 delay = min(delay * 2, self._max_backoff)
                 continue
             if not self._store_writable.is_set():
-                about = {} if job is None else {"chat": job.chat, "alert": _label(job)}
                 event(
                     log,
                     logging.WARNING,
