@@ -302,13 +302,18 @@ def _fields_in_range(raw: Any) -> bool:
 # some CMSs write for an emoji, as a pair) and numbers beyond U+10FFFF. feedparser 6 raises on
 # them and loses the whole feed (kurtmckee/feedparser#591), so they are mended first. The
 # pattern matches only long references: Arabic written as references (&#1587;) never pays.
-_SUSPECT_REF = re.compile(
-    rb"&#(?:[xX]0*([dD][89a-fA-F][0-9a-fA-F]{2}|[0-9a-fA-F]{6,})|0*([0-9]{5,}));"
-)
+_SUSPECT = rb"&#(?:[xX]0*(?:[dD][89a-fA-F][0-9a-fA-F]{2}|[0-9a-fA-F]{6,})|0*[0-9]{5,});"
+# One suspect reference, with the next when it follows at once (the low half of a pair).
+_SUSPECT_REFS = re.compile(rb"(" + _SUSPECT + rb")(" + _SUSPECT + rb")?")
 
 
-def _ref_value(match: re.Match[bytes]) -> int:
-    return int(match[1], 16) if match[1] is not None else int(match[2])
+def _ref_value(ref: bytes) -> int:
+    digits = ref[2:-1]
+    return int(digits[1:], 16) if digits[:1] in b"xX" else int(digits)
+
+
+def _is_character(value: int) -> bool:
+    return value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF
 
 
 def _repair_char_refs(body: bytes) -> tuple[bytes, str | None]:
@@ -316,36 +321,30 @@ def _repair_char_refs(body: bytes) -> tuple[bytes, str | None]:
     character it stands for, anything else U+FFFD; say how many, when there were any."""
     if b"&#" not in body:
         return body, None
-    found = list(_SUSPECT_REF.finditer(body))
-    pieces: list[bytes] = []
-    done = mended = 0
-    index = 0
-    while index < len(found):
-        match = found[index]
-        value = _ref_value(match)
-        index += 1
-        if value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF:
-            continue  # a character: left as it is
-        replacement = b"&#xFFFD;"
-        if 0xD800 <= value <= 0xDBFF and index < len(found):
-            low = found[index]
-            low_value = _ref_value(low)
-            if low.start() == match.end() and 0xDC00 <= low_value <= 0xDFFF:
-                code = 0x10000 + ((value - 0xD800) << 10) + (low_value - 0xDC00)
-                replacement = b"&#x%X;" % code
-                index += 1
-                match_end = low.end()
+    mended = 0
+
+    def mend(match: re.Match[bytes]) -> bytes:
+        nonlocal mended
+        first, second = match[1], match[2]
+        high = _ref_value(first)
+        if second is not None and 0xD800 <= high <= 0xDBFF:
+            low = _ref_value(second)
+            if 0xDC00 <= low <= 0xDFFF:
+                mended += 1
+                return b"&#x%X;" % (0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+        out = b""
+        for ref in filter(None, (first, second)):
+            if _is_character(_ref_value(ref)):
+                out += ref
             else:
-                match_end = match.end()
-        else:
-            match_end = match.end()
-        pieces += (body[done : match.start()], replacement)
-        done = match_end
-        mended += 1
+                mended += 1
+                out += b"&#xFFFD;"
+        return out
+
+    fixed = _SUSPECT_REFS.sub(mend, body)
     if not mended:
         return body, None
-    pieces.append(body[done:])
-    return b"".join(pieces), f"{mended} character reference(s) that are no character mended"
+    return fixed, f"{mended} character reference(s) that are no character mended"
 
 
 def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, str | None]:
