@@ -65,6 +65,14 @@ def _poll_interval(value: float) -> float:
 
 # How often a feed is polled (or retried): never faster than every 10 s.
 PollInterval = Annotated[Duration, AfterValidator(_poll_interval)]
+
+
+def _check_interval_bounds(low: float | None, high: float | None) -> None:
+    """min_interval and max_interval, of [polling] or of one feed, when both are set."""
+    if low is not None and high is not None and low > high:
+        raise ValueError("min_interval must not be longer than max_interval")
+
+
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
@@ -232,12 +240,7 @@ class PollingSettings(_Section):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> PollingSettings:
-        if (
-            self.min_interval is not None
-            and self.max_interval is not None
-            and self.min_interval > self.max_interval
-        ):
-            raise ValueError("min_interval must not be longer than max_interval")
+        _check_interval_bounds(self.min_interval, self.max_interval)
         return self
 
 
@@ -295,12 +298,7 @@ class FeedSettings(_Section):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> FeedSettings:
-        if (
-            self.min_interval is not None
-            and self.max_interval is not None
-            and self.min_interval > self.max_interval
-        ):
-            raise ValueError("min_interval must not be longer than max_interval")
+        _check_interval_bounds(self.min_interval, self.max_interval)
         return self
 
 

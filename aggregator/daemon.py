@@ -151,7 +151,7 @@ async def services(
             metrics=metrics,
         )
     )
-    options = MessageOptions(timezone=ZoneInfo(loaded.config.telegram.timezone))
+    options = MessageOptions(timezone=_zone_of(loaded))
     runtime = Runtime(
         loaded=loaded,
         matcher=matcher,
@@ -536,7 +536,7 @@ class Daemon:
                 )
             # Everything that can fail is built before anything changes.
             matcher = Matcher([w.rules() for w in loaded.config.watchlists])
-            zone = ZoneInfo(loaded.config.telegram.timezone)
+            zone = _zone_of(loaded)
             previous, old_matcher = self._loaded, runtime.matcher
             try:
                 added, changed, removed = self._apply(scheduler, runtime, loaded, matcher, zone)

@@ -27,13 +27,11 @@ def parse_duration(value: object) -> float:
     """Seconds from "45s" / "10m" / "2h" / "1d" / "1w" / "250ms" or a number of seconds."""
     if isinstance(value, bool):
         raise ValueError(f'expected a duration such as "45s", "10m" or "2h", got {value!r}')
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not math.isnan(value):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value.lower())):
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
     else:
-        raise ValueError(f'expected a duration such as "45s", "10m" or "2h", got {value!r}')
-    if math.isnan(seconds):
         raise ValueError(f'expected a duration such as "45s", "10m" or "2h", got {value!r}')
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
