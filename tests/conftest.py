@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from aggregator.store import Store
+from aggregator.store import OutboxEntry, Store
 from aggregator.telegram_api import TelegramSender
 from tests.servers.fake_telegram import FakeTelegram
 from tests.servers.feed_server import FeedServer
@@ -16,6 +17,20 @@ from tests.servers.feed_server import FeedServer
 DATA = Path(__file__).parent / "data"
 FEEDS = DATA / "feeds"
 TOKEN = "123456:TEST-token-abcdefghijklmnopqrstuvwxyz"
+
+
+def queued_alert(n: int, chat: str, text: str | None = None) -> OutboxEntry:
+    """An alert as the pipeline queues it, numbered ``n``, for ``chat``."""
+    return OutboxEntry(
+        id=f"id-{chat}-{n}",
+        chat=chat,
+        text=text or f"<b>alert {n}</b>",
+        plain=f"alert {n}",
+        watchlist="w",
+        item_key=f"key-{n}",
+        feed="f",
+        created_at=time.time(),
+    )
 
 
 @pytest.fixture

@@ -18,23 +18,10 @@ import pytest
 from telegram.error import BadRequest
 
 from aggregator.deliver import Deliverer
-from aggregator.store import OutboxEntry, Store
+from aggregator.store import Store
 from aggregator.telegram_api import ChatUnavailable, Outgoing, TelegramSender, _delivery_error
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, queued_alert
 from tests.servers.fake_telegram import FakeTelegram
-
-
-def _entry(n: int, chat: str, text: str | None = None) -> OutboxEntry:
-    return OutboxEntry(
-        id=f"id-{chat}-{n}",
-        chat=chat,
-        text=text or f"<b>alert {n}</b>",
-        plain=f"alert {n}",
-        watchlist="w",
-        item_key=f"key-{n}",
-        feed="f",
-        created_at=time.time(),
-    )
 
 
 async def test_migrated_group_keeps_its_new_id_after_a_restart(
@@ -43,11 +30,11 @@ async def test_migrated_group_keeps_its_new_id_after_a_restart(
     path = tmp_path / "state.json"
     telegram.migrate("-1002", -1008888)
     with Store.open(path) as store:
-        store.commit(alerts=[_entry(1, "-1002")])
+        store.commit(alerts=[queued_alert(1, "-1002")])
         assert await Deliverer(store, sender).drain(10) == 0
     # A restart: the config still names the old id, so new alerts are queued for it.
     with Store.open(path) as store:
-        store.commit(alerts=[_entry(2, "-1002"), _entry(3, "-1002")])
+        store.commit(alerts=[queued_alert(2, "-1002"), queued_alert(3, "-1002")])
         assert await Deliverer(store, sender).drain(10) == 0
     assert [m.text for m in telegram.sent_to("-1008888")] == [
         "<b>alert 1</b>",
@@ -67,7 +54,11 @@ async def test_refusing_chat_is_paused_alone_admins_told_and_alerts_given_up_aft
     telegram.forbid("@gone_chat", "Forbidden: bot was kicked from the channel chat")
     with Store.open(tmp_path / "state.json") as store:
         store.commit(
-            alerts=[_entry(1, "@gone_chat"), _entry(2, "@gone_chat"), _entry(3, "@ok_chat")]
+            alerts=[
+                queued_alert(1, "@gone_chat"),
+                queued_alert(2, "@gone_chat"),
+                queued_alert(3, "@ok_chat"),
+            ]
         )
         deliverer = Deliverer(store, sender, admins=(777,), paused_retry_s=0.5, paused_keep_s=60)
         assert await deliverer.drain(3) == 2
@@ -106,7 +97,7 @@ async def test_chat_that_opens_again_is_resumed(
 ) -> None:
     telegram.forbid("4343")
     with Store.open(tmp_path / "state.json") as store:
-        store.commit(alerts=[_entry(1, "4343")])
+        store.commit(alerts=[queued_alert(1, "4343")])
         deliverer = Deliverer(store, sender, paused_retry_s=0.3)
         deliverer.wake()
         assert await asyncio.to_thread(telegram.wait_until, lambda: bool(telegram.attempts), 5)
@@ -122,7 +113,7 @@ async def test_message_too_long_is_split_with_its_markup(
 ) -> None:
     lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # about 9,500 characters
     with Store.open(tmp_path / "state.json") as store:
-        store.commit(alerts=[_entry(1, "@long_chat", "\n".join(lines))])
+        store.commit(alerts=[queued_alert(1, "@long_chat", "\n".join(lines))])
         assert await Deliverer(store, sender).drain(10) == 0
     sent = telegram.sent_to("@long_chat")
     assert len(sent) == 3
@@ -135,7 +126,7 @@ async def test_timeouts_are_retried_with_backoff(tmp_path: Path, telegram: FakeT
     quick = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=0.5)
     try:
         with Store.open(tmp_path / "state.json") as store:
-            store.commit(alerts=[_entry(1, "@slow_api")])
+            store.commit(alerts=[queued_alert(1, "@slow_api")])
             telegram.set_down(True, mode="timeout", chat_id="@slow_api")
             deliverer = Deliverer(store, quick, max_backoff_s=1)
             drained = asyncio.create_task(deliverer.drain(20))
@@ -161,7 +152,7 @@ async def test_permanent_refusal_is_given_up_logged_and_counted(
     caplog.set_level(logging.ERROR, logger="aggregator.deliver")
     telegram.fail_next(3, status=400, body="json", chat_id="@picky_chat")
     with Store.open(tmp_path / "state.json") as store:
-        store.commit(alerts=[_entry(1, "@picky_chat"), _entry(2, "@picky_chat")])
+        store.commit(alerts=[queued_alert(1, "@picky_chat"), queued_alert(2, "@picky_chat")])
         deliverer = Deliverer(store, sender, max_backoff_s=0.2)
         assert await deliverer.drain(10) == 0
     assert deliverer.stats["failed"] == 1
@@ -204,14 +195,14 @@ async def test_a_chat_given_up_on_is_still_retried_and_gets_new_alerts_once_open
 ) -> None:
     telegram.forbid("4545")
     with Store.open(tmp_path / "state.json") as store:
-        store.commit(alerts=[_entry(1, "4545")])
+        store.commit(alerts=[queued_alert(1, "4545")])
         deliverer = Deliverer(store, sender, paused_retry_s=0.2, paused_keep_s=0.0)
         deliverer.wake()
         assert await asyncio.to_thread(telegram.wait_until, lambda: bool(telegram.attempts), 5)
         assert await asyncio.to_thread(telegram.wait_until, lambda: not store.pending(), 5)
         assert deliverer.stats["failed"] == 1, "the old alert was given up"
         telegram.clear_faults()  # the user unblocked the bot weeks later
-        store.commit(alerts=[_entry(2, "4545")])
+        store.commit(alerts=[queued_alert(2, "4545")])
         deliverer.wake()
         assert await asyncio.to_thread(telegram.wait_for_messages, 1, 5, chat_id="4545")
         await deliverer.aclose()
@@ -236,7 +227,7 @@ async def test_a_split_alert_whose_later_part_fails_is_not_sent_again(
     sender = SecondPartRefused(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
     try:
         with Store.open(tmp_path / "state.json") as store:
-            store.commit(alerts=[_entry(1, "@long_chat", "\n".join(lines))])
+            store.commit(alerts=[queued_alert(1, "@long_chat", "\n".join(lines))])
             deliverer = Deliverer(store, sender)
             assert await deliverer.drain(10) == 0
             assert store.pending() == []
@@ -266,7 +257,9 @@ async def test_a_subscriber_who_blocked_the_bot_is_unsubscribed_without_telling_
         for chat in ("5001", "5002"):
             deliverer.chats.subscribe(chat, "harbour")
             deliverer.chats.subscribe(chat, "quay")
-        store.commit(alerts=[_entry(n, chat) for chat in ("5001", "5002", "5003") for n in (1, 2)])
+        store.commit(
+            alerts=[queued_alert(n, chat) for chat in ("5001", "5002", "5003") for n in (1, 2)]
+        )
         assert await deliverer.drain(5) == 2, "only the configured chat's alerts stay queued"
         assert deliverer.chats.subscriptions("5001") == []
         assert deliverer.chats.subscriptions("5002") == []

@@ -24,27 +24,14 @@ from aggregator.config import load_config
 from aggregator.deliver import Deliverer
 from aggregator.metrics import Metrics
 from aggregator.pacing import Limits, Rate
-from aggregator.store import OutboxEntry, Store
+from aggregator.store import Store
 from aggregator.telegram_api import TelegramSender
-from tests.conftest import TOKEN, write_config
+from tests.conftest import TOKEN, queued_alert, write_config
 from tests.servers.fake_telegram import FakeTelegram
 
 needs_fsize = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE with EFBIG is Linux behaviour"
 )
-
-
-def _entry(n: int, chat: str) -> OutboxEntry:
-    return OutboxEntry(
-        id=f"id-{chat}-{n}",
-        chat=chat,
-        text=f"<b>alert {n}</b>",
-        plain=f"alert {n}",
-        watchlist="w",
-        item_key=f"key-{n}",
-        feed="f",
-        created_at=time.time(),
-    )
 
 
 async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
@@ -84,7 +71,7 @@ async def test_sends_waiting_for_room_do_not_go_out_once_the_store_fails(
     store: Store, sender: TelegramSender, telegram: FakeTelegram
 ) -> None:
     chats = [f"@chan_{n}" for n in range(8)]
-    store.commit(alerts=[_entry(n, chat) for chat in chats for n in range(2)])
+    store.commit(alerts=[queued_alert(n, chat) for chat in chats for n in range(2)])
     # Two sends a second in all: most chats wait for room at any moment.
     deliverer = Deliverer(store, sender, limits=Limits(overall=Rate(2, 1.0)), max_backoff_s=0.2)
     draining = asyncio.create_task(deliverer.drain(60))
@@ -113,7 +100,7 @@ async def test_a_store_that_cannot_write_at_start_holds_delivery(
     # A disk already full when the daemon starts: sending would go out and not be recorded,
     # then again after each restart. Nothing is sent until the store can write.
     chats = ["@chan_a", "@chan_b"]
-    store.commit(alerts=[_entry(1, chat) for chat in chats])
+    store.commit(alerts=[queued_alert(1, chat) for chat in chats])
     deliverer = Deliverer(store, sender, max_backoff_s=0.2)
     try:
         with _store_unwritable(store):
@@ -156,7 +143,7 @@ async def test_a_slow_telegram_gets_one_copy_more_not_one_per_timeout(
     # the alert must be sent again (it may not have arrived), but with a longer wait for the
     # answer, so that it is not sent again and again, once per timeout.
     telegram.slow_answers(1.5)
-    store.commit(alerts=[_entry(1, "@slow_chan")])
+    store.commit(alerts=[queued_alert(1, "@slow_chan")])
     sender = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=1.0)
     deliverer = Deliverer(store, sender, max_backoff_s=0.2)
     try:

@@ -27,7 +27,11 @@ SAMPLE_TITLE = "وزير الخارجية يبحث مع نظيره الروسي 
 
 
 def _seed_config(
-    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram, feed: Path = SAMPLE
+    tmp_path: Path,
+    feed_server: FeedServer,
+    telegram: FakeTelegram,
+    feed: Path = SAMPLE,
+    token: str | None = TOKEN,
 ) -> Path:
     feed_server.add("/annahar.xml", feed.read_bytes())
     return write_config(
@@ -35,7 +39,7 @@ def _seed_config(
         feeds=[{"name": "annahar-world", "url": feed_server.url_for("/annahar.xml")}],
         watchlists=[{"name": "syria", "any": ["#سوريا"], "channels": ["@syria_alerts"]}],
         telegram={"api_url": telegram.api_url},
-        token=TOKEN,
+        token=token,
     )
 
 
@@ -97,15 +101,10 @@ def test_once_json_prints_the_documented_object(
 
 
 def test_once_json_without_a_token_keeps_standard_output_to_json(
-    tmp_path: Path, feed_server: FeedServer
+    tmp_path: Path, feed_server: FeedServer, telegram: FakeTelegram
 ) -> None:
     # No token: alerts are printed for a person, on standard error, so that `| jq` still works.
-    feed_server.add("/annahar.xml", SAMPLE.read_bytes())
-    config = write_config(
-        tmp_path,
-        feeds=[{"name": "annahar-world", "url": feed_server.url_for("/annahar.xml")}],
-        watchlists=[{"name": "syria", "any": ["#سوريا"], "channels": ["@syria_alerts"]}],
-    )
+    config = _seed_config(tmp_path, feed_server, telegram, token=None)
     result = run_cli(["once", "-c", str(config), "--json"])
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
