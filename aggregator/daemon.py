@@ -185,11 +185,11 @@ async def services(
 async def poll_all(runtime: Runtime, *, dry_run: bool = False) -> list[FeedOutcome]:
     """Poll every enabled feed once, concurrently; a failing feed never stops the others."""
     feeds = [f for f in runtime.loaded.config.feeds if f.enabled]
-    return list(await asyncio.gather(*(_poll_guarded(runtime, f, dry_run) for f in feeds)))
+    return list(await asyncio.gather(*(_poll_guarded(runtime, f, dry_run=dry_run) for f in feeds)))
 
 
-async def _poll_guarded(runtime: Runtime, feed: FeedSettings, dry_run: bool) -> FeedOutcome:
-    """poll_feed, with a crash (a bug) kept to its own feed, as the daemon's _poll does."""
+async def _poll_guarded(runtime: Runtime, feed: FeedSettings, *, dry_run: bool) -> FeedOutcome:
+    """poll_feed, with a crash (a bug) logged and kept to its own feed."""
     try:
         return await poll_feed(runtime, feed, dry_run=dry_run)
     except Exception as exc:
@@ -629,13 +629,10 @@ class Daemon:
     async def _poll(self, runtime: Runtime, feed: FeedSettings) -> None:
         if self._stop.is_set():
             return
-        task = asyncio.create_task(poll_feed(runtime, feed))
+        task = asyncio.create_task(_poll_guarded(runtime, feed, dry_run=False))
         self._polls.add(task)
         try:
             outcome = await task
-        except Exception as exc:
-            log.exception("poll crashed", extra={"fields": {"feed": feed.name}})
-            outcome = FeedOutcome(feed.name, "error", error=f"poll crashed: {exc!r}")
         finally:
             self._polls.discard(task)
         self._reschedule(runtime, feed, outcome)
