@@ -2,26 +2,32 @@
 
 Every first-word form of every term (the Arabic prefix chain of §3.2 is expanded when a term is
 compiled) is a key of one dictionary; `*` first words sit in a second one, keyed by the first
-letters of their stem. Each distinct raw token is looked up once and the answer cached, so that
-scanning a field is one regex pass plus a few C-level passes (``map``, ``compress``) over its
-tokens; Python code runs only where a term starts. A phrase's second word is a dictionary key too,
+letters of their stem. Each distinct space-separated chunk of text is looked up once and the
+answer cached, so that scanning a field is one dictionary lookup per word, then one loop over the
+tokens that finds where terms start (``_find``). A phrase's second word is a dictionary key too,
 so a common first word ("في", "the") costs nothing unless its phrase's second word follows.
+
+The two loops per field, ``_find`` and ``_hits``, run in C where the extension was built
+(_kernel.c, native.py); ``_find_python`` and ``_hits_python`` are the same loops in Python, the
+reference that tests/test_matching_kernel.py holds the C to, and the fallback.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress
 from operator import and_, attrgetter, itemgetter
 from typing import Final
 
+from aggregator.matching.native import KERNEL
 from aggregator.matching.terms import LaterWord, Term, case_allows
 from aggregator.matching.tokens import (
     CHUNK_SEPARATOR,
     CHUNK_TOKENS,
     OTHER,
+    ChunkToken,
     Prepared,
     prepare,
     token_info,
@@ -132,24 +138,6 @@ class FieldScan:
             map(_TERM_ID, self.longer),
         )
 
-    def found(self, term_ids: Set[int]) -> list[Found]:
-        """Every occurrence of these terms here, by first token, last token, term id."""
-        found = [
-            (index, index, term_id)
-            for index, ids in zip(self.single_at, self.single_ids, strict=True)
-            for term_id in ids
-            if term_id in term_ids
-        ]
-        found += [
-            (index, index + 1, term_id)
-            for index, ids in zip(self.pair_at, self.pair_ids, strict=True)
-            for term_id in ids
-            if term_id in term_ids
-        ]
-        found += [entry for entry in self.longer if entry[2] in term_ids]
-        found.sort()
-        return found
-
     def hits(
         self, term_ids: Set[int], name: str, original: str, term_texts: Sequence[str]
     ) -> tuple[list[Hit], list[int]]:
@@ -158,53 +146,99 @@ class FieldScan:
         ``original`` is the field's text as given: offsets index it, and a hashtag's # is
         part of the hit. Term ids must be numbered in the order of the terms' texts.
         """
-        selected = self.found(term_ids)
-        made: list[Hit] = []
-        append = made.append
-        new_tuple = tuple.__new__  # Hit(...) without the call of its Python-level __new__
-        prepared_text = self.prepared.text
-        hashtags = "#" in original or "\uff03" in original
-        mapped_starts, mapped_ends = self.prepared.starts, self.prepared.ends
-        # Offsets are worked out only here, for the tokens that hits need: the scan itself
-        # never measures where a token is.
-        # Token i is token i - first_token[c] of chunk c, the last chunk whose first token is
-        # at most i; chunk c starts after the chunks before it and one separator each.
-        first_token = list(accumulate(map(len, self.chunk_tokens), initial=0))
-        first_char = list(accumulate(map(len, self.chunks), initial=0))
-        chunks = self.chunks
-        step = len(CHUNK_SEPARATOR)
-        for first, last, term_id in selected:
-            chunk = bisect_right(first_token, first) - 1
-            start = (
-                first_char[chunk]
-                + chunk * step
-                + CHUNK_TOKENS[chunks[chunk]][first - first_token[chunk]][1]
-            )
-            if last != first:
-                chunk = bisect_right(first_token, last) - 1
-            end = (
-                first_char[chunk]
-                + chunk * step
-                + CHUNK_TOKENS[chunks[chunk]][last - first_token[chunk]][2]
-            )
-            text = prepared_text[start:end]
-            if mapped_starts is not None and mapped_ends is not None:
-                start, end = mapped_starts[start], mapped_ends[end - 1]
-            if hashtags and start and original[start - 1] in "#\uff03":
-                start -= 1
-                text = original[start:end]
-            elif prepared_text is not original:
-                # NFKC or _HARMLESS changed the text: the hit shows the original's characters.
-                text = original[start:end]
-            append(new_tuple(Hit, (term_texts[term_id], name, start, end, text)))
-        owners = list(map(_TERM_ID, selected))
-        if mapped_starts is not None:
+        prepared = self.prepared
+        made, owners = _hits(
+            self.single_at,
+            self.single_ids,
+            self.pair_at,
+            self.pair_ids,
+            self.longer,
+            term_ids,
+            self.chunks,
+            self.chunk_tokens,
+            CHUNK_TOKENS,
+            len(CHUNK_SEPARATOR),
+            original,
+            prepared.starts,
+            prepared.ends,
+            name,
+            term_texts,
+            Hit,
+        )
+        if prepared.starts is not None:
             # NFKC can turn one character into several tokens, and then token order is not
             # quite offset order.
             order = sorted(range(len(made)), key=lambda i: _HIT_ORDER(made[i]))
             made = [made[i] for i in order]
             owners = [owners[i] for i in order]
         return made, owners
+
+
+def _hits_python(
+    single_at: list[int],
+    single_ids: list[tuple[int, ...]],
+    pair_at: list[int],
+    pair_ids: list[tuple[int, ...]],
+    longer: list[Found],
+    term_ids: Set[int],
+    chunks: list[str],
+    chunk_tokens: list[tuple[_TokenStarts, ...]],
+    spans_by_chunk: Mapping[str, tuple[ChunkToken, ...]],
+    step: int,
+    original: str,
+    mapped_starts: list[int] | None,
+    mapped_ends: list[int] | None,
+    name: str,
+    term_texts: Sequence[str],
+    hit_type: type[Hit],
+) -> tuple[list[Hit], list[int]]:
+    """The Hits of some terms in a field scanned into these lists, in token order (the
+    reference implementation of _kernel.hits)."""
+    selected = [
+        (index, index, term_id)
+        for index, ids in zip(single_at, single_ids, strict=True)
+        for term_id in ids
+        if term_id in term_ids
+    ]
+    selected += [
+        (index, index + 1, term_id)
+        for index, ids in zip(pair_at, pair_ids, strict=True)
+        for term_id in ids
+        if term_id in term_ids
+    ]
+    selected += [entry for entry in longer if entry[2] in term_ids]
+    selected.sort()
+    made: list[Hit] = []
+    append = made.append
+    new_tuple = tuple.__new__  # Hit(...) without the call of its Python-level __new__
+    hashtags = "#" in original or "\uff03" in original
+    # Offsets are worked out only here, for the tokens that hits need: the scan itself
+    # never measures where a token is.
+    # Token i is token i - first_token[c] of chunk c, the last chunk whose first token is
+    # at most i; chunk c starts after the chunks before it and one separator each.
+    first_token = list(accumulate(map(len, chunk_tokens), initial=0))
+    first_char = list(accumulate(map(len, chunks), initial=0))
+    for first, last, term_id in selected:
+        chunk = bisect_right(first_token, first) - 1
+        start = (
+            first_char[chunk]
+            + chunk * step
+            + spans_by_chunk[chunks[chunk]][first - first_token[chunk]][1]
+        )
+        if last != first:
+            chunk = bisect_right(first_token, last) - 1
+        end = (
+            first_char[chunk]
+            + chunk * step
+            + spans_by_chunk[chunks[chunk]][last - first_token[chunk]][2]
+        )
+        if mapped_starts is not None and mapped_ends is not None:
+            start, end = mapped_starts[start], mapped_ends[end - 1]
+        if hashtags and start and original[start - 1] in "#\uff03":
+            start -= 1
+        # The words as written: the original's characters, at original offsets.
+        append(new_tuple(hit_type, (term_texts[term_id], name, start, end, original[start:end])))
+    return made, list(map(_TERM_ID, selected))
 
 
 def _follow(
@@ -223,6 +257,69 @@ def _follow(
         if required and not case_allows(required, _CASE(tokens[index])):
             return -1
     return index
+
+
+_Found = tuple[
+    list[int],  # tokens that are one-word terms ...
+    list[tuple[int, ...]],  # ... and the ids of those terms
+    list[int],  # tokens that start a two-word phrase with the next token ...
+    list[tuple[int, ...]],  # ... and the ids of those phrases
+    list[int],  # tokens whose next token is the second word of a phrase to check ...
+    list[tuple[_Second, ...]],  # ... and those phrases
+    list[int],  # tokens that start a phrase whose second word has `*`
+]
+
+
+def _find_python(tokens: list[_TokenStarts], phrases: bool, checked: bool) -> _Found:
+    """Where terms start among a field's tokens (the reference implementation of
+    _kernel.find).
+
+    Everything per token is done by C loops (map, compress); Python runs only where a term
+    starts. Most tokens play no part in any term (or are only a phrase's later word): one pass
+    picks out those where a term can start, and the rest of the work is on those alone.
+    """
+    at = list(compress(range(len(tokens)), map(_STARTS, tokens)))
+    found_at = list(map(tokens.__getitem__, at))
+    singles = list(map(_SINGLES, found_at))
+    single_at = list(compress(at, singles))
+    single_ids = list(filter(None, singles))
+    if not phrases:
+        return single_at, single_ids, [], [], [], [], []
+    # The phrases that start at a token and whose second word is the next token: looked up
+    # only where the bits say that they may.
+    needs = list(map(_NEEDS, found_at))
+    starts_at = list(compress(at, needs))
+    tokens.append(_NOTHING)  # so that the last token has a next one
+    following = list(map(tokens.__getitem__, map(_NEXT, starts_at)))
+    tokens.pop()
+    maybe = list(map(and_, compress(needs, needs), map(_IS, following)))
+    maybe_at = list(compress(starts_at, maybe))
+    firsts = list(map(tokens.__getitem__, maybe_at))
+    second_keys = list(map(_KEY, compress(following, maybe)))
+    looked_up = list(map(dict.get, map(_PAIRS, firsts), second_keys))
+    checked_at: list[int] = []
+    checked_entries: list[tuple[_Second, ...]] = []
+    if checked:
+        to_check = list(map(dict.get, map(_CHECKED, firsts), second_keys))
+        checked_at = list(compress(maybe_at, to_check))
+        checked_entries = list(filter(None, to_check))
+    return (
+        single_at,
+        single_ids,
+        list(compress(maybe_at, looked_up)),
+        list(filter(None, looked_up)),
+        checked_at,
+        checked_entries,
+        list(compress(at, map(_OTHERS, found_at))),
+    )
+
+
+# The C versions of the two loops, if they were built (native.py).
+_find: Callable[[list[_TokenStarts], bool, bool], _Found] = _find_python
+_hits = _hits_python
+if KERNEL is not None:
+    _find = KERNEL.find
+    _hits = KERNEL.hits
 
 
 class TermIndex:
@@ -341,53 +438,32 @@ class TermIndex:
         # tokens play no part in any term (or are only a phrase's later word): one pass picks
         # out those where a term can start, and the rest of the work is on those alone.
         tokens = list(chain.from_iterable(per_chunk))
-        count = len(tokens)
-        at = list(compress(range(count), map(_STARTS, tokens)))
-        found_at = list(map(tokens.__getitem__, at))
-        singles = list(map(_SINGLES, found_at))
-        single_at = list(compress(at, singles))
-        single_ids = list(filter(None, singles))
-        pair_at: list[int] = []
-        pair_ids: list[tuple[int, ...]] = []
+        single_at, single_ids, pair_at, pair_ids, checked_at, checked_entries, star_at = _find(
+            tokens, self._phrases, self._checked_phrases
+        )
+        # The rest, phrases with a case rule on a later word, 3+ words or `*` later words, is
+        # rare: checked here one by one.
         longer: list[Found] = []
-        if self._phrases:
-            # The phrases that start at a token and whose second word is the next token:
-            # looked up only where the bits say that they may.
-            needs = list(map(_NEEDS, found_at))
-            starts_at = list(compress(at, needs))
-            tokens.append(_NOTHING)  # so that the last token has a next one
-            following = list(map(tokens.__getitem__, map(_NEXT, starts_at)))
-            tokens.pop()
-            maybe = list(map(and_, compress(needs, needs), map(_IS, following)))
-            maybe_at = list(compress(starts_at, maybe))
-            firsts = list(map(tokens.__getitem__, maybe_at))
-            second_keys = list(map(_KEY, compress(following, maybe)))
-            looked_up = list(map(dict.get, map(_PAIRS, firsts), second_keys))
-            pair_at = list(compress(maybe_at, looked_up))
-            pair_ids = list(filter(None, looked_up))
-            keys: list[str] = []
-            if self._checked_phrases:
-                checked = list(map(dict.get, map(_CHECKED, firsts), second_keys))
-                for index, entries in compress(zip(maybe_at, checked, strict=True), checked):
-                    for term_id, required, later in entries:  # type: ignore[union-attr]
-                        if required and not case_allows(required, _CASE(tokens[index + 1])):
-                            continue
-                        last = index + 1
-                        if later:
-                            keys = keys or list(map(_KEY, tokens))
-                            last = _follow(keys, tokens, last, later)
-                        if last >= 0:
-                            longer.append((index, last, term_id))
-            if self._star_phrases:
-                keys = keys or list(map(_KEY, tokens))
-                for index in compress(at, map(_OTHERS, found_at)):
-                    for term_id, later in tokens[index][3]:
-                        last = _follow(keys, tokens, index, later)
-                        if last >= 0:
-                            longer.append((index, last, term_id))
-            if len(longer) > 1:
-                # Two variants of a term (names joined or apart) may find the same words.
-                longer = list(dict.fromkeys(longer))
+        keys: list[str] = []
+        for index, entries in zip(checked_at, checked_entries, strict=True):
+            for term_id, required, later in entries:
+                if required and not case_allows(required, _CASE(tokens[index + 1])):
+                    continue
+                last = index + 1
+                if later:
+                    keys = keys or list(map(_KEY, tokens))
+                    last = _follow(keys, tokens, last, later)
+                if last >= 0:
+                    longer.append((index, last, term_id))
+        for index in star_at:
+            keys = keys or list(map(_KEY, tokens))
+            for term_id, later in tokens[index][3]:
+                last = _follow(keys, tokens, index, later)
+                if last >= 0:
+                    longer.append((index, last, term_id))
+        if len(longer) > 1:
+            # Two variants of a term (names joined or apart) may find the same words.
+            longer = list(dict.fromkeys(longer))
         return FieldScan(
             prepared,
             chunks,

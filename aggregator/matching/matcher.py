@@ -18,6 +18,7 @@ from aggregator.errors import ConfigError
 from aggregator.matching.explain import Explanation
 from aggregator.matching.index import FieldScan, TermIndex
 from aggregator.matching.lint import check_rules
+from aggregator.matching.native import KERNEL
 from aggregator.matching.query import (
     Node,
     Predicate,
@@ -90,10 +91,6 @@ class _Scan:
     fields: dict[str, FieldScan] = field(default_factory=dict)  # in FIELDS order
     present_cache: dict[tuple[str, ...], set[int]] = field(default_factory=dict)
 
-    def found_ids(self) -> list[int]:
-        """Ids of the terms found in any field, once per occurrence."""
-        return list(chain.from_iterable(scan.term_ids() for scan in self.fields.values()))
-
     def present(self, fields: tuple[str, ...]) -> set[int]:
         """Ids of the terms found in any of these fields."""
         found = self.present_cache.get(fields)
@@ -110,6 +107,33 @@ class _Scan:
             made.hits += hits
             made.owners += owners
         return made
+
+
+_Roles = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def _group_python(
+    hits: list[Hit],
+    owners: list[int],
+    any_of: list[int],
+    lists: dict[int, list[Hit]],
+    several: dict[int, _Roles],
+) -> None:
+    """Add each hit to the list of every simple watchlist in ``lists`` that has its term
+    (owners[n] is the term id of hits[n]) among its `any` terms (the reference implementation
+    of _kernel.group)."""
+    for hit, term_id in zip(hits, owners, strict=True):
+        index = any_of[term_id]
+        if index in lists:
+            lists[index].append(hit)
+        elif term_id in several:
+            for index in several[term_id][0]:
+                if index in lists:
+                    lists[index].append(hit)
+
+
+# The C version, if it was built (native.py).
+_group = _group_python if KERNEL is None else KERNEL.group
 
 
 class Matcher:
@@ -249,14 +273,13 @@ class Matcher:
     ) -> list[WatchlistMatch]:
         """The watchlists that fire on an item, in config order, each with its positive hits."""
         scan = self._scan(fields)
-        found = scan.found_ids()
+        present = scan.present(FIELDS)
         any_of = self._any_of
         # A simple watchlist fires when one of its `any` terms is found and none of its `none`.
-        fired = set(map(any_of.__getitem__, found))
-        vetoed = set(map(self._none_of.__getitem__, found))
-        others = set(map(self._other_of.__getitem__, found))
+        fired = set(map(any_of.__getitem__, present))
+        vetoed = set(map(self._none_of.__getitem__, present))
+        others = set(map(self._other_of.__getitem__, present))
         others.update(self._always)
-        present = scan.present_cache[FIELDS] = set(found)
         several = self._several_ids.intersection(present)
         for term_id in several:
             in_any, in_none, in_other = self._several[term_id]
@@ -277,21 +300,14 @@ class Matcher:
         if not (fired or positives):
             return []
         # Hits are made for the terms found of the watchlists that fired.
-        wanted = set(compress(found, map(fired.__contains__, map(any_of.__getitem__, found))))
+        wanted = set(compress(present, map(fired.__contains__, map(any_of.__getitem__, present))))
         wanted.update(t for t in several if not fired.isdisjoint(self._several[t][0]))
         wanted.update(*positives.values())
         made = scan.hits(wanted, self._texts)
         # A simple watchlist reports every hit of its `any` terms (hits are made only of terms
         # found), in the order made.
         simple_hits: dict[int, list[Hit]] = {index: [] for index in fired}
-        for hit, term_id in zip(made.hits, made.owners, strict=True):
-            index = any_of[term_id]
-            if index in simple_hits:
-                simple_hits[index].append(hit)
-            elif term_id in several:
-                for index in self._several[term_id][0]:
-                    if index in simple_hits:
-                        simple_hits[index].append(hit)
+        _group(made.hits, made.owners, any_of, simple_hits, self._several)
         matches = []
         for index in sorted(fired.union(positives)):
             watchlist = self._watchlists[index]

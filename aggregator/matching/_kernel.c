@@ -1,0 +1,693 @@
+/* The matcher's per-item loops, in C. Each has a reference implementation in Python, which runs
+ * when this module was not built (native.py):
+ *
+ * find():   which tokens of a field start a term (index.py, _find_python);
+ * hits():   the offsets and Hit tuples of some terms' occurrences in a field (_hits_python);
+ * group():  the hits of each simple watchlist that fired (matcher.py, _group_python).
+ *
+ * Matching 10,000 terms makes tens of occurrences per item; in Python each costs a few
+ * microseconds of interpreter work, which was most of the matcher's time with many terms
+ * (bench/bench_matching.py). Here each costs a few dictionary or list reads. The logic is the
+ * Python's, step for step; tests/test_matching_kernel.py checks each pair against each other.
+ *
+ * Every object is checked before it is read as a tuple, list, dict or int, so wrong input is a
+ * TypeError or IndexError, never a crash.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+
+/* A token's entry (index.py, _TokenStarts): a tuple of these fields. */
+enum {
+    E_KEY,
+    E_SINGLES,
+    E_PAIRS,
+    E_OTHERS,
+    E_NEEDS,
+    E_IS,
+    E_CHECKED,
+    E_CASE,
+    E_STARTS,
+    E_SIZE
+};
+
+static int
+bad_input(const char *what)
+{
+    PyErr_Format(PyExc_TypeError, "matching kernel: %s", what);
+    return -1;
+}
+
+static PyObject *
+entry_at(PyObject *tokens, Py_ssize_t index)
+{
+    PyObject *entry = PyList_GET_ITEM(tokens, index);
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != E_SIZE) {
+        bad_input("a token entry is not a tuple of 9");
+        return NULL;
+    }
+    return entry;
+}
+
+static int
+append_index(PyObject *list, Py_ssize_t index)
+{
+    PyObject *number = PyLong_FromSsize_t(index);
+    if (number == NULL) {
+        return -1;
+    }
+    int failed = PyList_Append(list, number);
+    Py_DECREF(number);
+    return failed;
+}
+
+/* A dictionary's value for key, if there is a true one (a borrowed reference), else NULL;
+ * -1 in *failed on error. */
+static PyObject *
+true_value(PyObject *dict, PyObject *key, int *failed)
+{
+    if (!PyDict_Check(dict)) {
+        *failed = bad_input("a phrase table is not a dict");
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    if (value == NULL) {
+        *failed = PyErr_Occurred() ? -1 : 0;
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(value);
+    if (truth < 0) {
+        *failed = -1;
+        return NULL;
+    }
+    return truth ? value : NULL;
+}
+
+static long
+small_int(PyObject *number)
+{
+    if (!PyLong_CheckExact(number) && !PyLong_Check(number)) {
+        bad_input("a bit set is not an int");
+        return -1;
+    }
+    return PyLong_AsLong(number);
+}
+
+PyDoc_STRVAR(find_doc,
+"find(tokens, phrases, checked) -> (single_at, single_ids, pair_at, pair_ids,\n"
+"                                   checked_at, checked_entries, star_at)\n\n"
+"index.py's _find_python, in C.");
+
+static PyObject *
+find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "find() takes 3 arguments");
+        return NULL;
+    }
+    PyObject *tokens = args[0];
+    if (!PyList_CheckExact(tokens)) {
+        bad_input("tokens is not a list");
+        return NULL;
+    }
+    int phrases = PyObject_IsTrue(args[1]);
+    int checked = PyObject_IsTrue(args[2]);
+    if (phrases < 0 || checked < 0) {
+        return NULL;
+    }
+    PyObject *out[7] = {NULL};
+    for (int n = 0; n < 7; n++) {
+        out[n] = PyList_New(0);
+        if (out[n] == NULL) {
+            goto error;
+        }
+    }
+    PyObject *single_at = out[0], *single_ids = out[1], *pair_at = out[2], *pair_ids = out[3];
+    PyObject *checked_at = out[4], *checked_entries = out[5], *star_at = out[6];
+    Py_ssize_t count = PyList_GET_SIZE(tokens);
+    for (Py_ssize_t index = 0; index < count; index++) {
+        PyObject *entry = entry_at(tokens, index);
+        if (entry == NULL) {
+            goto error;
+        }
+        PyObject *starts = PyTuple_GET_ITEM(entry, E_STARTS);
+        if (starts == Py_False) {
+            continue;
+        }
+        if (starts != Py_True) {
+            int truth = PyObject_IsTrue(starts);
+            if (truth < 0) {
+                goto error;
+            }
+            if (!truth) {
+                continue;
+            }
+        }
+        PyObject *singles = PyTuple_GET_ITEM(entry, E_SINGLES);
+        if (!PyTuple_Check(singles)) {
+            bad_input("one-word terms are not a tuple");
+            goto error;
+        }
+        if (PyTuple_GET_SIZE(singles)
+            && (append_index(single_at, index) < 0 || PyList_Append(single_ids, singles) < 0)) {
+            goto error;
+        }
+        if (!phrases) {
+            continue;
+        }
+        PyObject *others = PyTuple_GET_ITEM(entry, E_OTHERS);
+        if (!PyTuple_Check(others)) {
+            bad_input("`*` phrases are not a tuple");
+            goto error;
+        }
+        if (PyTuple_GET_SIZE(others) && append_index(star_at, index) < 0) {
+            goto error;
+        }
+        long needs = small_int(PyTuple_GET_ITEM(entry, E_NEEDS));
+        if (needs == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (!needs || index + 1 >= count) {
+            continue;
+        }
+        PyObject *next = entry_at(tokens, index + 1);
+        if (next == NULL) {
+            goto error;
+        }
+        long is = small_int(PyTuple_GET_ITEM(next, E_IS));
+        if (is == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (!(needs & is)) {
+            continue;
+        }
+        PyObject *key = PyTuple_GET_ITEM(next, E_KEY);
+        int failed = 0;
+        PyObject *ids = true_value(PyTuple_GET_ITEM(entry, E_PAIRS), key, &failed);
+        if (failed) {
+            goto error;
+        }
+        if (ids != NULL && (append_index(pair_at, index) < 0 || PyList_Append(pair_ids, ids) < 0)) {
+            goto error;
+        }
+        if (checked) {
+            PyObject *found = true_value(PyTuple_GET_ITEM(entry, E_CHECKED), key, &failed);
+            if (failed) {
+                goto error;
+            }
+            if (found != NULL
+                && (append_index(checked_at, index) < 0
+                    || PyList_Append(checked_entries, found) < 0)) {
+                goto error;
+            }
+        }
+    }
+    PyObject *result = PyTuple_New(7);
+    if (result == NULL) {
+        goto error;
+    }
+    for (int n = 0; n < 7; n++) {
+        PyTuple_SET_ITEM(result, n, out[n]);  /* steals the reference */
+    }
+    return result;
+error:
+    for (int n = 0; n < 7; n++) {
+        Py_XDECREF(out[n]);
+    }
+    return NULL;
+}
+
+/* One occurrence of a term: first and last token, and the term id (its value and object). */
+typedef struct {
+    Py_ssize_t first;
+    Py_ssize_t last;
+    long long id;
+    PyObject *id_object; /* borrowed from the scan's lists, which outlive the call */
+} Found;
+
+static int
+found_order(const void *a, const void *b)
+{
+    const Found *x = a, *y = b;
+    if (x->first != y->first) {
+        return x->first < y->first ? -1 : 1;
+    }
+    if (x->last != y->last) {
+        return x->last < y->last ? -1 : 1;
+    }
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+typedef struct {
+    Found *items;
+    Py_ssize_t count;
+    Py_ssize_t size;
+} FoundList;
+
+static int
+add_found(FoundList *list, Py_ssize_t first, Py_ssize_t last, PyObject *id_object)
+{
+    long long id = PyLong_AsLongLong(id_object);
+    if (id == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (list->count == list->size) {
+        Py_ssize_t size = list->size ? list->size * 2 : 64;
+        Found *items = PyMem_Realloc(list->items, (size_t)size * sizeof(Found));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        list->items = items;
+        list->size = size;
+    }
+    list->items[list->count++] = (Found){first, last, id, id_object};
+    return 0;
+}
+
+static Py_ssize_t
+index_value(PyObject *number)
+{
+    if (!PyLong_Check(number)) {
+        bad_input("a token position is not an int");
+        return -1;
+    }
+    return PyLong_AsSsize_t(number);
+}
+
+/* Occurrences at positions `at` (a list of ints) of the term ids in `ids` (a list of tuples)
+ * that are in `wanted`; each spans `extra` tokens after its first. */
+static int
+select_found(FoundList *list, PyObject *at, PyObject *ids, Py_ssize_t extra, PyObject *wanted)
+{
+    if (!PyList_Check(at) || !PyList_Check(ids) || PyList_GET_SIZE(at) != PyList_GET_SIZE(ids)) {
+        return bad_input("positions and term ids are not two lists of one length");
+    }
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(at); n++) {
+        PyObject *group = PyList_GET_ITEM(ids, n);
+        if (!PyTuple_Check(group)) {
+            return bad_input("term ids are not a tuple");
+        }
+        Py_ssize_t first = -1;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(group); k++) {
+            PyObject *id_object = PyTuple_GET_ITEM(group, k);
+            int in = PySet_Contains(wanted, id_object);
+            if (in < 0) {
+                return -1;
+            }
+            if (!in) {
+                continue;
+            }
+            if (first < 0) {
+                first = index_value(PyList_GET_ITEM(at, n));
+                if (first == -1 && PyErr_Occurred()) {
+                    return -1;
+                }
+            }
+            if (add_found(list, first, first + extra, id_object) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+select_longer(FoundList *list, PyObject *longer, PyObject *wanted)
+{
+    if (!PyList_Check(longer)) {
+        return bad_input("longer phrases are not a list");
+    }
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(longer); n++) {
+        PyObject *entry = PyList_GET_ITEM(longer, n);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
+            return bad_input("a longer phrase is not a tuple of 3");
+        }
+        PyObject *id_object = PyTuple_GET_ITEM(entry, 2);
+        int in = PySet_Contains(wanted, id_object);
+        if (in < 0) {
+            return -1;
+        }
+        if (!in) {
+            continue;
+        }
+        Py_ssize_t first = index_value(PyTuple_GET_ITEM(entry, 0));
+        if (first == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        Py_ssize_t last = index_value(PyTuple_GET_ITEM(entry, 1));
+        if (last == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (add_found(list, first, last, id_object) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Where the field's chunks start: the index of each one's first token and of its first
+ * character (chunks are joined by separators of `step` characters). */
+typedef struct {
+    Py_ssize_t *first_token; /* count + 1 entries, the last one the number of tokens */
+    Py_ssize_t *first_char;
+    Py_ssize_t count;
+} Chunks;
+
+static int
+chunk_starts(Chunks *out, PyObject *chunks, PyObject *chunk_tokens, Py_ssize_t step)
+{
+    if (!PyList_Check(chunks) || !PyList_Check(chunk_tokens)
+        || PyList_GET_SIZE(chunks) != PyList_GET_SIZE(chunk_tokens)) {
+        return bad_input("chunks and their tokens are not two lists of one length");
+    }
+    Py_ssize_t count = PyList_GET_SIZE(chunks);
+    out->count = count;
+    out->first_token = PyMem_Malloc((size_t)(count + 1) * sizeof(Py_ssize_t));
+    out->first_char = PyMem_Malloc((size_t)(count + 1) * sizeof(Py_ssize_t));
+    if (out->first_token == NULL || out->first_char == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    out->first_token[0] = 0;
+    out->first_char[0] = 0;
+    for (Py_ssize_t c = 0; c < count; c++) {
+        PyObject *chunk = PyList_GET_ITEM(chunks, c);
+        PyObject *entries = PyList_GET_ITEM(chunk_tokens, c);
+        if (!PyUnicode_Check(chunk) || !PyTuple_Check(entries)) {
+            return bad_input("a chunk is not a str with a tuple of token entries");
+        }
+        out->first_token[c + 1] = out->first_token[c] + PyTuple_GET_SIZE(entries);
+        out->first_char[c + 1] = out->first_char[c] + PyUnicode_GET_LENGTH(chunk) + step;
+    }
+    return 0;
+}
+
+/* Where token `token` starts and ends in the prepared text; -1 on error. */
+static int
+token_span(const Chunks *chunks, PyObject *chunk_list, PyObject *spans_by_chunk,
+           Py_ssize_t token, Py_ssize_t *start, Py_ssize_t *end)
+{
+    /* bisect_right(first_token, token) - 1: the last chunk that starts at or before it (an
+     * empty chunk starts where the next one does, and the next one is taken). */
+    Py_ssize_t low = 0, high = chunks->count + 1;
+    while (low < high) {
+        Py_ssize_t middle = low + (high - low) / 2;
+        if (token < chunks->first_token[middle]) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Py_ssize_t chunk = low - 1;
+    if (token < 0 || chunk >= chunks->count) {
+        PyErr_SetString(PyExc_IndexError, "matching kernel: token position out of range");
+        return -1;
+    }
+    /* The chunk's spans are in the cache (the scan put them there): a plain dict read; if the
+     * cache was cleared since, its __missing__ works them out again. */
+    PyObject *chunk_text = PyList_GET_ITEM(chunk_list, chunk);
+    PyObject *spans = PyDict_Check(spans_by_chunk)
+                          ? PyDict_GetItemWithError(spans_by_chunk, chunk_text) : NULL;
+    if (spans != NULL) {
+        Py_INCREF(spans);
+    } else if (PyErr_Occurred() || (spans = PyObject_GetItem(spans_by_chunk, chunk_text)) == NULL) {
+        return -1;
+    }
+    Py_ssize_t local = token - chunks->first_token[chunk];
+    int failed = -1;
+    if (!PyTuple_Check(spans) || local >= PyTuple_GET_SIZE(spans)) {
+        PyErr_SetString(PyExc_IndexError, "matching kernel: chunk has fewer tokens than scanned");
+    } else {
+        PyObject *span = PyTuple_GET_ITEM(spans, local);
+        if (!PyTuple_Check(span) || PyTuple_GET_SIZE(span) != 3) {
+            bad_input("a token span is not a tuple of 3");
+        } else if ((*start = index_value(PyTuple_GET_ITEM(span, 1))) != -1
+                   && (*end = index_value(PyTuple_GET_ITEM(span, 2))) != -1) {
+            *start += chunks->first_char[chunk];
+            *end += chunks->first_char[chunk];
+            failed = 0;
+        } else if (!PyErr_Occurred()) {
+            bad_input("a token span has a negative offset");
+        }
+    }
+    Py_DECREF(spans);
+    return failed;
+}
+
+static Py_ssize_t
+mapped(PyObject *map, Py_ssize_t offset)
+{
+    if (!PyList_Check(map) || offset < 0 || offset >= PyList_GET_SIZE(map)) {
+        PyErr_SetString(PyExc_IndexError, "matching kernel: offset outside the NFKC map");
+        return -1;
+    }
+    return index_value(PyList_GET_ITEM(map, offset));
+}
+
+/* A Hit (a tuple subclass with 5 fields), made as tuple.__new__(Hit, fields) makes it: the
+ * type's allocation, then the items (the references are new ones, owned by the hit). */
+static PyObject *
+new_hit(PyTypeObject *type, PyObject *term, PyObject *name, Py_ssize_t start, Py_ssize_t end,
+        PyObject *text)
+{
+    PyObject *start_object = PyLong_FromSsize_t(start);
+    PyObject *end_object = PyLong_FromSsize_t(end);
+    PyObject *hit = NULL;
+    if (start_object != NULL && end_object != NULL) {
+        hit = type->tp_alloc(type, 5);
+    }
+    if (hit == NULL) {
+        Py_XDECREF(start_object);
+        Py_XDECREF(end_object);
+        return NULL;
+    }
+    Py_INCREF(term);
+    Py_INCREF(name);
+    Py_INCREF(text);
+    PyTuple_SET_ITEM(hit, 0, term);
+    PyTuple_SET_ITEM(hit, 1, name);
+    PyTuple_SET_ITEM(hit, 2, start_object);
+    PyTuple_SET_ITEM(hit, 3, end_object);
+    PyTuple_SET_ITEM(hit, 4, text);
+    return hit;
+}
+
+PyDoc_STRVAR(hits_doc,
+"hits(single_at, single_ids, pair_at, pair_ids, longer, wanted, chunks, chunk_tokens,\n"
+"     spans_by_chunk, step, original, mapped_starts, mapped_ends, name, term_texts,\n"
+"     hit_type) -> (hits, owners)\n\n"
+"index.py's _hits_python, in C.");
+
+static PyObject *
+hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "hits() takes 16 arguments");
+        return NULL;
+    }
+    PyObject *wanted = args[5], *chunk_list = args[6], *spans_by_chunk = args[8];
+    PyObject *original = args[10];
+    PyObject *map_starts = args[11], *map_ends = args[12], *name = args[13];
+    PyObject *term_texts = args[14], *hit_type = args[15];
+    Py_ssize_t step = PyLong_AsSsize_t(args[9]);
+    if (step == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyAnySet_Check(wanted) || !PyUnicode_Check(original)
+        || !PyList_Check(term_texts) || !PyType_Check(hit_type)
+        || !PyType_IsSubtype((PyTypeObject *)hit_type, &PyTuple_Type)
+        || ((PyTypeObject *)hit_type)->tp_itemsize != PyTuple_Type.tp_itemsize
+        || ((PyTypeObject *)hit_type)->tp_basicsize != PyTuple_Type.tp_basicsize) {
+        bad_input("hits() was given arguments of the wrong types");
+        return NULL;
+    }
+    int is_mapped = map_starts != Py_None && map_ends != Py_None;
+    FoundList found = {NULL, 0, 0};
+    Chunks chunks = {NULL, NULL, 0};
+    PyObject *made = NULL, *owners = NULL;
+    if (select_found(&found, args[0], args[1], 0, wanted) < 0
+        || select_found(&found, args[2], args[3], 1, wanted) < 0
+        || select_longer(&found, args[4], wanted) < 0) {
+        goto error;
+    }
+    made = PyList_New(0);
+    owners = PyList_New(0);
+    if (made == NULL || owners == NULL) {
+        goto error;
+    }
+    if (found.count) {
+        qsort(found.items, (size_t)found.count, sizeof(Found), found_order);
+        if (chunk_starts(&chunks, chunk_list, args[7], step) < 0) {
+            goto error;
+        }
+    }
+    int hashtags = PyUnicode_FindChar(original, '#', 0, PY_SSIZE_T_MAX, 1) >= 0
+                   || PyUnicode_FindChar(original, 0xff03, 0, PY_SSIZE_T_MAX, 1) >= 0;
+    Py_ssize_t original_length = PyUnicode_GET_LENGTH(original);
+    for (Py_ssize_t n = 0; n < found.count; n++) {
+        Found *one = &found.items[n];
+        Py_ssize_t start, end, last_start;
+        if (token_span(&chunks, chunk_list, spans_by_chunk, one->first, &start, &end) < 0
+            || (one->last != one->first
+                && token_span(&chunks, chunk_list, spans_by_chunk, one->last, &last_start, &end)
+                       < 0)) {
+            goto error;
+        }
+        if (is_mapped) {
+            start = mapped(map_starts, start);
+            if (start == -1 && PyErr_Occurred()) {
+                goto error;
+            }
+            end = mapped(map_ends, end - 1);
+            if (end == -1 && PyErr_Occurred()) {
+                goto error;
+            }
+        }
+        if (hashtags && start > 0 && start <= original_length) {
+            Py_UCS4 before = PyUnicode_READ_CHAR(original, start - 1);
+            if (before == '#' || before == 0xff03) {
+                start -= 1;
+            }
+        }
+        /* The words as written: the original's characters, at original offsets. */
+        PyObject *text = PyUnicode_Substring(original, start, end);
+        if (text == NULL) {
+            goto error;
+        }
+        PyObject *term = PyList_GetItem(term_texts, (Py_ssize_t)one->id);
+        if (term == NULL) {
+            Py_DECREF(text);
+            goto error;
+        }
+        PyObject *hit = new_hit((PyTypeObject *)hit_type, term, name, start, end, text);
+        Py_DECREF(text);
+        if (hit == NULL) {
+            goto error;
+        }
+        /* Strings and ints only: it can never be part of a reference cycle, so the garbage
+         * collector need not look at it (CPython does the same for such tuples, later). */
+        PyObject_GC_UnTrack(hit);
+        int failed = PyList_Append(made, hit);
+        Py_DECREF(hit);
+        if (failed < 0 || PyList_Append(owners, one->id_object) < 0) {
+            goto error;
+        }
+    }
+    PyMem_Free(found.items);
+    PyMem_Free(chunks.first_token);
+    PyMem_Free(chunks.first_char);
+    PyObject *result = PyTuple_Pack(2, made, owners);
+    Py_DECREF(made);
+    Py_DECREF(owners);
+    return result;
+error:
+    PyMem_Free(found.items);
+    PyMem_Free(chunks.first_token);
+    PyMem_Free(chunks.first_char);
+    Py_XDECREF(made);
+    Py_XDECREF(owners);
+    return NULL;
+}
+
+PyDoc_STRVAR(group_doc,
+"group(hits, owners, any_of, lists, several) -> None\n\n"
+"matcher.py's _group_python, in C.");
+
+static int
+add_to(PyObject *lists, PyObject *index, PyObject *hit)
+{
+    PyObject *list = PyDict_GetItemWithError(lists, index);
+    if (list == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (!PyList_Check(list)) {
+        return bad_input("a watchlist's hits are not a list");
+    }
+    return PyList_Append(list, hit);
+}
+
+static PyObject *
+group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "group() takes 5 arguments");
+        return NULL;
+    }
+    PyObject *hit_list = args[0], *owners = args[1], *any_of = args[2], *lists = args[3];
+    PyObject *several = args[4];
+    if (!PyList_Check(hit_list) || !PyList_Check(owners) || !PyList_Check(any_of)
+        || !PyDict_Check(lists) || !PyDict_Check(several)
+        || PyList_GET_SIZE(hit_list) != PyList_GET_SIZE(owners)) {
+        bad_input("group() was given arguments of the wrong types");
+        return NULL;
+    }
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(hit_list); n++) {
+        PyObject *hit = PyList_GET_ITEM(hit_list, n), *term_id = PyList_GET_ITEM(owners, n);
+        Py_ssize_t term = index_value(term_id);
+        if (term == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        PyObject *index = PyList_GetItem(any_of, term);
+        if (index == NULL) {
+            return NULL;
+        }
+        int in = PyDict_Contains(lists, index);
+        if (in < 0) {
+            return NULL;
+        }
+        if (in) {
+            if (add_to(lists, index, hit) < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        PyObject *roles = PyDict_GetItemWithError(several, term_id);
+        if (roles == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            continue;
+        }
+        PyObject *in_any = PyTuple_Check(roles) && PyTuple_GET_SIZE(roles) > 0
+                               ? PyTuple_GET_ITEM(roles, 0) : NULL;
+        if (in_any == NULL || !PyTuple_Check(in_any)) {
+            bad_input("a term's watchlists are not a tuple of tuples");
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(in_any); k++) {
+            if (add_to(lists, PyTuple_GET_ITEM(in_any, k), hit) < 0) {
+                return NULL;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"find", (PyCFunction)(void (*)(void))find, METH_FASTCALL, find_doc},
+    {"hits", (PyCFunction)(void (*)(void))hits, METH_FASTCALL, hits_doc},
+    {"group", (PyCFunction)(void (*)(void))group, METH_FASTCALL, group_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    "aggregator.matching._kernel",
+    "The term index's per-item loops in C (index.py has the same in Python).",
+    0,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__kernel(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,162 @@
+"""The C kernel (aggregator/matching/_kernel.c) against its Python reference implementations.
+
+The matcher runs the C versions of its per-item loops when pip could build them, and the Python
+versions otherwise (aggregator/matching/native.py). Both must give the same answer on every
+input: each property test runs the whole matcher both ways on generated texts and watchlists
+and compares every result, hits and explanations included. The module is skipped where the
+extension was not built (no C compiler at install).
+"""
+
+# Arabic letters are the subject here, not look-alikes of ASCII ones.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.matching import Matcher, WatchlistRules, index, matcher
+from aggregator.matching.tokens import CHUNK_TOKENS
+from aggregator.models import Hit
+from tests.test_matching_props import PIECES, WATCHLISTS, _valid, texts
+
+kernel = pytest.importorskip("aggregator.matching._kernel")
+
+SETTINGS = settings(max_examples=300, deadline=None)
+
+
+@pytest.fixture
+def python_only() -> Iterator[None]:
+    """The matcher with the Python loops, as where the extension was not built."""
+    saved = index._find, index._hits, matcher._group
+    index._find, index._hits, matcher._group = (
+        index._find_python,
+        index._hits_python,
+        matcher._group_python,
+    )
+    try:
+        yield
+    finally:
+        index._find, index._hits, matcher._group = saved
+
+
+def test_the_matcher_uses_the_kernel_where_it_was_built() -> None:
+    assert index._find is kernel.find
+    assert index._hits is kernel.hits
+    assert matcher._group is kernel.group
+
+
+def _both_ways(function: Any) -> tuple[Any, Any]:
+    """``function()`` with the C loops, then with the Python ones."""
+    with_c = function()
+    saved = index._find, index._hits, matcher._group
+    index._find, index._hits, matcher._group = (
+        index._find_python,
+        index._hits_python,
+        matcher._group_python,
+    )
+    try:
+        return with_c, function()
+    finally:
+        index._find, index._hits, matcher._group = saved
+
+
+# Texts with what changes offsets: NFKC forms (ligatures, full-width, ﷺ), hashtags, marks.
+EXTRA = ["ﻻجئ", "ﷺ", "＃سوريا", "Ｆ16", "اللّٰه", "سوريا#", "U.S.A.", "co-op", "‏سوريا‏"]
+
+
+@st.composite
+def items(draw: st.DrawFn) -> dict[str, str]:
+    pieces = st.sampled_from(PIECES + EXTRA)
+    text = draw(texts()) + " " + " ".join(draw(st.lists(pieces, max_size=6)))
+    return {"title": text, "summary": draw(texts()), "content": text[::-1]}
+
+
+@st.composite
+def watchlists(draw: st.DrawFn) -> list[WatchlistRules]:
+    """Watchlists of terms taken from the pieces of text (one word, phrases, `*`, `=`)."""
+    made = []
+    for number in range(draw(st.integers(1, 6))):
+        terms = draw(st.lists(st.sampled_from(PIECES + EXTRA), min_size=1, max_size=6))
+        terms = [t.strip("#＃‏") or "سوريا" for t in terms]
+        decorated = [
+            draw(st.sampled_from(["", "=", "#"])) + t
+            if " " not in t
+            else t.replace(" ", draw(st.sampled_from([" ", "_"])))
+            for t in terms
+        ]
+        valid = list(dict.fromkeys(t for t in decorated if _valid(t)))
+        if not valid:
+            continue
+        cut = draw(st.integers(1, len(valid)))
+        fields = draw(st.sampled_from([(), ("title",), ("summary", "content")]))
+        made.append(
+            WatchlistRules(
+                name=f"w{number}",
+                any=tuple(valid[:cut]),
+                none=tuple(valid[cut:]),
+                **({"fields": fields} if fields else {}),
+            )
+        )
+    return made or [WatchlistRules(name="w", any=("سوريا",))]
+
+
+@SETTINGS
+@given(watchlists(), st.lists(items(), min_size=1, max_size=3))
+def test_the_kernel_and_python_give_the_same_matches(
+    rules: list[WatchlistRules], texts_: list[dict[str, str]]
+) -> None:
+    built = Matcher(rules)
+    with_c, with_python = _both_ways(lambda: [built.match(item) for item in texts_])
+    assert with_c == with_python
+    explained = _both_ways(lambda: [built.explain(item) for item in texts_])
+    assert explained[0] == explained[1]
+
+
+@SETTINGS
+@given(items())
+def test_the_kernel_and_python_agree_on_every_rule_of_the_spec(item: dict[str, str]) -> None:
+    built = Matcher(WATCHLISTS)
+    with_c, with_python = _both_ways(lambda: (built.match(item), built.explain(item)))
+    assert with_c == with_python
+
+
+def test_the_python_loops_alone_match_as_the_spec_says(python_only: None) -> None:
+    """The fallback is a whole matcher: the spec's own example, matched without the kernel."""
+    built = Matcher([WatchlistRules(name="syria", any=("#سوريا", "التدخل الروسي"))])
+    found = built.match({"title": "أكّد الوزير ان #التدخل_الروسي في #سوريا خطأ"})
+    assert [hit.text for match in found for hit in match.hits] == ["#التدخل_الروسي", "#سوريا"]
+
+
+def test_a_cleared_chunk_cache_is_filled_again() -> None:
+    """Another thread may empty the token caches between the scan and the hits."""
+    built = Matcher([WatchlistRules(name="port", any=("Beirut port",))])
+    field_scan = built._index.scan("Blast at the Beirut port today")
+    CHUNK_TOKENS.clear()
+    hits, _ = field_scan.hits({0}, "title", "Blast at the Beirut port today", ["Beirut port"])
+    assert hits == [Hit("Beirut port", "title", 13, 24, "Beirut port")]
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: kernel.find([1, 2], True, True), TypeError),
+        (lambda: kernel.find((), True, True), TypeError),
+        (lambda: kernel.find([("k",) * 9], True, True), TypeError),
+        (lambda: kernel.find([], True), TypeError),
+        (lambda: kernel.hits(*[[]] * 16), TypeError),
+        (lambda: kernel.hits([0], [(0,)], [], [], [], {0}, ["a"], [()], {}, 1, "a", None, None,
+                             "title", ["a"], Hit), IndexError),
+        (lambda: kernel.hits([0], [(0,)], [], [], [], {0}, ["a"], [((),)], {"a": ()}, 1, "a",
+                             None, None, "title", ["a"], dict), TypeError),
+        (lambda: kernel.group([], [0], [], {}, {}), TypeError),
+        (lambda: kernel.group(["hit"], [5], [0], {}, {}), IndexError),
+    ],
+)  # fmt: skip
+def test_wrong_input_is_an_error_not_a_crash(call: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        call()
