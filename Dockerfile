@@ -2,11 +2,19 @@
 # Build stage: install the package and its dependencies into a virtualenv.
 FROM python:3.12-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# A C compiler for the matcher's C kernel (aggregator/matching/_kernel.c), in this stage only: the
+# run stage gets the built virtualenv and no compiler. Debian's versions follow the base image.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 RUN python -m venv /opt/aggregator
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY aggregator ./aggregator
-RUN /opt/aggregator/bin/pip install --no-cache-dir .
+# The kernel is optional for pip (it skips it without a compiler); here it must be there.
+RUN /opt/aggregator/bin/pip install --no-cache-dir . \
+    && /opt/aggregator/bin/python -c "import aggregator.matching._kernel"
 
 # Run stage: only the virtualenv, a non-root numeric user, state on a volume.
 FROM python:3.12-slim
