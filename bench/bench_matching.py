@@ -10,7 +10,9 @@ alone); and terms common enough that ~40 watchlists fire on every item (the cost
 results). Beside each, the baseline: one case-insensitive ``re`` alternation per watchlist over
 the raw text, the substring search the spec replaces (wrong on many texts, and slow with many
 terms), timed on the first 500 items (200 with ``--quick``).
-"cold" is a first pass with empty token caches; "warm" the best of three more passes."""
+"cold" is a first pass with empty token caches; "warm" the best of three more passes.
+The matcher's per-item loops run in C where pip built the extension (the header says which);
+``--python`` times the Python versions instead, as on a machine without a C compiler."""
 
 from __future__ import annotations
 
@@ -30,7 +32,11 @@ import feedparser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if "--python" in sys.argv[1:]:
+    os.environ["AGGREGATOR_PURE_PYTHON"] = "1"  # before the matcher is imported: native.py
+
 from aggregator.matching import Matcher, WatchlistRules
+from aggregator.matching.native import KERNEL
 from aggregator.matching.query import leaves, parse_query
 from aggregator.matching.tokens import clear_cache
 
@@ -245,7 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 items instead of 10,000")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--python", action="store_true", help="the matcher's loops in Python, not the C kernel"
+    )
+    args = parser.parse_args(argv)  # --python itself is read before the imports, above
     if not (args.corpus / "news-ar").is_dir():
         parser.error(f"corpus not found: {args.corpus} (set --corpus or AGGREGATOR_CORPUS)")
     item_count = 1_000 if args.quick else 10_000
@@ -260,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted(len(f"{i['title']} {i['content']}".encode()) for i in items)
     print(
         f"{len(items):,} items from {len(arabic)} Arabic and {len(english)} English entries, "
-        f"{sizes[0]:,}-{sizes[-1]:,} bytes (median {sizes[len(sizes) // 2]:,})"
+        f"{sizes[0]:,}-{sizes[-1]:,} bytes (median {sizes[len(sizes) // 2]:,}); "
+        f"matcher loops: {'C kernel' if KERNEL is not None else 'Python (no C kernel)'}"
     )
 
     def stories(
