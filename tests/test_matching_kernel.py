@@ -12,6 +12,7 @@ extension was not built (no C compiler at install).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.matching import Matcher, WatchlistRules, index, matcher
+from aggregator.matching import Matcher, WatchlistRules, index, matcher, native
 from aggregator.matching.tokens import CHUNK_TOKENS
 from aggregator.models import Hit
 from tests.test_matching_props import PIECES, WATCHLISTS, _valid, texts
@@ -32,37 +33,47 @@ SETTINGS = settings(max_examples=300, deadline=None)
 @pytest.fixture
 def python_only() -> Iterator[None]:
     """The matcher with the Python loops, as where the extension was not built."""
-    saved = index._find, index._hits, matcher._group
-    index._find, index._hits, matcher._group = (
-        index._find_python,
-        index._hits_python,
-        matcher._group_python,
-    )
+    saved = _use(PYTHON)
     try:
         yield
     finally:
-        index._find, index._hits, matcher._group = saved
+        _use(saved)
 
 
-def test_the_matcher_uses_the_kernel_where_it_was_built() -> None:
-    assert index._find is kernel.find
-    assert index._hits is kernel.hits
-    assert matcher._group is kernel.group
+# Each loop the matcher runs: (module, name of the function it calls).
+LOOPS = [
+    (index, "_find"),
+    (index, "_hits"),
+    (index, "_add_ids"),
+    (matcher, "_group"),
+    (matcher, "_triage"),
+]
+PYTHON = [getattr(module, f"{name}_python") for module, name in LOOPS]
+
+
+def _use(functions: list[Any]) -> list[Any]:
+    """Make the matcher call these functions for its loops; returns those it called."""
+    saved = [getattr(module, name) for module, name in LOOPS]
+    for (module, name), function in zip(LOOPS, functions, strict=True):
+        setattr(module, name, function)
+    return saved
+
+
+def test_the_matcher_uses_the_kernel_unless_told_not_to() -> None:
+    for (module, name), python in zip(LOOPS, PYTHON, strict=True):
+        in_c = getattr(kernel, name.lstrip("_"))
+        assert getattr(module, name) is (python if native.KERNEL is None else in_c), name
+    assert (native.KERNEL is None) == bool(os.environ.get("AGGREGATOR_PURE_PYTHON"))
 
 
 def _both_ways(function: Any) -> tuple[Any, Any]:
     """``function()`` with the C loops, then with the Python ones."""
     with_c = function()
-    saved = index._find, index._hits, matcher._group
-    index._find, index._hits, matcher._group = (
-        index._find_python,
-        index._hits_python,
-        matcher._group_python,
-    )
+    saved = _use(PYTHON)
     try:
         return with_c, function()
     finally:
-        index._find, index._hits, matcher._group = saved
+        _use(saved)
 
 
 # Texts with what changes offsets: NFKC forms (ligatures, full-width, ﷺ), hashtags, marks.
@@ -155,6 +166,15 @@ def test_a_cleared_chunk_cache_is_filled_again() -> None:
                              None, None, "title", ["a"], dict), TypeError),
         (lambda: kernel.group([], [0], [], {}, {}), TypeError),
         (lambda: kernel.group(["hit"], [5], [0], {}, {}), IndexError),
+        (lambda: kernel.add_ids(set(), [(1,)], [1], []), TypeError),
+        (lambda: kernel.add_ids(frozenset(), [], [], []), TypeError),
+        (lambda: kernel.triage({3}, [0], [0], [0], {}, ()), IndexError),
+        (lambda: kernel.triage({"a"}, [0], [0], [0], {}, ()), TypeError),
+        (lambda: kernel.triage([0], [0], [0], [0], {}, ()), TypeError),
+        (lambda: kernel.triage({0}, (0,), [0], [0], {}, ()), TypeError),
+        (lambda: kernel.triage({0}, [0], [0], [0], {0: (1,)}, ()), TypeError),
+        (lambda: kernel.triage({0}, [0], [0], [0], {0: ((), (), 5)}, ()), TypeError),
+        (lambda: kernel.triage(set(), [0], [0], [0], {}, [1]), TypeError),
     ],
 )  # fmt: skip
 def test_wrong_input_is_an_error_not_a_crash(call: Any, error: type[Exception]) -> None:

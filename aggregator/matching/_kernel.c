@@ -3,7 +3,10 @@
  *
  * find():   which tokens of a field start a term (index.py, _find_python);
  * hits():   the offsets and Hit tuples of some terms' occurrences in a field (_hits_python);
- * group():  the hits of each simple watchlist that fired (matcher.py, _group_python).
+ * group():  the hits of each simple watchlist that fired (matcher.py, _group_python);
+ * add_ids(): the terms found in a field (index.py, _add_ids_python);
+ * triage(): the watchlists that those terms fire or concern, and the terms to make hits of
+ *           (matcher.py, _triage_python).
  *
  * Matching 10,000 terms makes tens of occurrences per item; in Python each costs a few
  * microseconds of interpreter work, which was most of the matcher's time with many terms
@@ -667,10 +670,232 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* list[index] for an int index, as a borrowed reference; NULL on error. */
+static PyObject *
+item_of(PyObject *list, PyObject *index)
+{
+    Py_ssize_t at = index_value(index);
+    if (at == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyList_Check(list)) {
+        bad_input("a term table is not a list");
+        return NULL;
+    }
+    return PyList_GetItem(list, at);
+}
+
+PyDoc_STRVAR(add_ids_doc,
+"add_ids(into, single_ids, pair_ids, longer) -> None\n\n"
+"index.py's _add_ids_python, in C.");
+
+static PyObject *
+add_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "add_ids() takes 4 arguments");
+        return NULL;
+    }
+    PyObject *into = args[0], *longer = args[3];
+    if (!PySet_Check(into) || !PyList_Check(longer)) {
+        bad_input("add_ids() was given arguments of the wrong types");
+        return NULL;
+    }
+    for (int which = 1; which <= 2; which++) {
+        PyObject *groups = args[which];
+        if (!PyList_Check(groups)) {
+            bad_input("term ids are not a list");
+            return NULL;
+        }
+        for (Py_ssize_t n = 0; n < PyList_GET_SIZE(groups); n++) {
+            PyObject *group = PyList_GET_ITEM(groups, n);
+            if (!PyTuple_Check(group)) {
+                bad_input("term ids are not a tuple");
+                return NULL;
+            }
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(group); k++) {
+                if (PySet_Add(into, PyTuple_GET_ITEM(group, k)) < 0) {
+                    return NULL;
+                }
+            }
+        }
+    }
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(longer); n++) {
+        PyObject *entry = PyList_GET_ITEM(longer, n);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
+            bad_input("a longer phrase is not a tuple of 3");
+            return NULL;
+        }
+        if (PySet_Add(into, PyTuple_GET_ITEM(entry, 2)) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* Add every item of a tuple to a set. */
+static int
+add_all(PyObject *set, PyObject *items)
+{
+    if (!PyTuple_Check(items)) {
+        return bad_input("watchlist indexes are not a tuple");
+    }
+    for (Py_ssize_t n = 0; n < PyTuple_GET_SIZE(items); n++) {
+        if (PySet_Add(set, PyTuple_GET_ITEM(items, n)) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A term's watchlists in the three roles, from `several` (a borrowed tuple of 3 tuples), or
+ * NULL if it has at most one in each; -1 in *failed on error. */
+static PyObject *
+roles_of(PyObject *several, PyObject *term_id, int *failed)
+{
+    PyObject *roles = PyDict_GetItemWithError(several, term_id);
+    if (roles == NULL) {
+        *failed = PyErr_Occurred() ? -1 : 0;
+        return NULL;
+    }
+    if (!PyTuple_Check(roles) || PyTuple_GET_SIZE(roles) != 3) {
+        *failed = bad_input("a term's watchlists are not a tuple of 3");
+        return NULL;
+    }
+    return roles;
+}
+
+PyDoc_STRVAR(triage_doc,
+"triage(present, any_of, none_of, other_of, several, always) -> (fired, others, wanted)\n\n"
+"matcher.py's _triage_python, in C.");
+
+static PyObject *
+triage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "triage() takes 6 arguments");
+        return NULL;
+    }
+    PyObject *present = args[0], *tables[3] = {args[1], args[2], args[3]};
+    PyObject *several = args[4], *always = args[5];
+    if (!PyAnySet_Check(present) || !PyDict_Check(several)) {
+        bad_input("triage() was given arguments of the wrong types");
+        return NULL;
+    }
+    /* fired, vetoed, others, wanted; and the terms found that have several watchlists */
+    PyObject *sets[4] = {PySet_New(NULL), PySet_New(NULL), PySet_New(NULL), PySet_New(NULL)};
+    PyObject *shared = PyList_New(0), *iterator = NULL, *term_id = NULL, *minus_one = NULL;
+    PyObject *result = NULL;
+    if (sets[0] == NULL || sets[1] == NULL || sets[2] == NULL || sets[3] == NULL
+        || shared == NULL || add_all(sets[2], always) < 0) {
+        goto done;
+    }
+    /* Each term found: the watchlists it fires, vetoes or concerns. */
+    iterator = PyObject_GetIter(present);
+    if (iterator == NULL) {
+        goto done;
+    }
+    while ((term_id = PyIter_Next(iterator)) != NULL) {
+        for (int role = 0; role < 3; role++) {
+            PyObject *index = item_of(tables[role], term_id);
+            if (index == NULL || PySet_Add(sets[role], index) < 0) {
+                goto done;
+            }
+        }
+        int failed = 0;
+        PyObject *roles = roles_of(several, term_id, &failed);
+        if (failed || (roles != NULL
+                       && (add_all(sets[0], PyTuple_GET_ITEM(roles, 0)) < 0
+                           || add_all(sets[1], PyTuple_GET_ITEM(roles, 1)) < 0
+                           || add_all(sets[2], PyTuple_GET_ITEM(roles, 2)) < 0
+                           || PyList_Append(shared, term_id) < 0))) {
+            goto done;
+        }
+        Py_CLEAR(term_id);
+    }
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    Py_CLEAR(iterator);
+    /* fired -= vetoed; -1 (no watchlist in that role) is no watchlist. */
+    minus_one = PyLong_FromLong(-1);
+    if (minus_one == NULL) {
+        goto done;
+    }
+    iterator = PyObject_GetIter(sets[1]);
+    if (iterator == NULL) {
+        goto done;
+    }
+    while ((term_id = PyIter_Next(iterator)) != NULL) {
+        if (PySet_Discard(sets[0], term_id) < 0) {
+            goto done;
+        }
+        Py_CLEAR(term_id);
+    }
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    Py_CLEAR(iterator);
+    if (PySet_Discard(sets[0], minus_one) < 0 || PySet_Discard(sets[2], minus_one) < 0) {
+        goto done;
+    }
+    /* The terms to make hits of: those of a simple watchlist that fired. */
+    iterator = PyObject_GetIter(present);
+    if (iterator == NULL) {
+        goto done;
+    }
+    while ((term_id = PyIter_Next(iterator)) != NULL) {
+        PyObject *index = item_of(tables[0], term_id);
+        int in = index == NULL ? -1 : PySet_Contains(sets[0], index);
+        if (in < 0 || (in && PySet_Add(sets[3], term_id) < 0)) {
+            goto done;
+        }
+        Py_CLEAR(term_id);
+    }
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(shared); n++) {
+        PyObject *shared_id = PyList_GET_ITEM(shared, n);
+        int failed = 0;
+        PyObject *roles = roles_of(several, shared_id, &failed);
+        if (failed) {
+            goto done;
+        }
+        if (roles == NULL) {  /* gone from `several` since the first pass: not ours to guess */
+            continue;
+        }
+        PyObject *in_any = PyTuple_GET_ITEM(roles, 0);
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(in_any); k++) {
+            int in = PySet_Contains(sets[0], PyTuple_GET_ITEM(in_any, k));
+            if (in < 0 || (in && PySet_Add(sets[3], shared_id) < 0)) {
+                goto done;
+            }
+            if (in) {
+                break;
+            }
+        }
+    }
+    result = PyTuple_Pack(3, sets[0], sets[2], sets[3]);
+done:
+    Py_XDECREF(term_id);
+    Py_XDECREF(iterator);
+    Py_XDECREF(minus_one);
+    Py_XDECREF(shared);
+    for (int n = 0; n < 4; n++) {
+        Py_XDECREF(sets[n]);
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"find", (PyCFunction)(void (*)(void))find, METH_FASTCALL, find_doc},
     {"hits", (PyCFunction)(void (*)(void))hits, METH_FASTCALL, hits_doc},
     {"group", (PyCFunction)(void (*)(void))group, METH_FASTCALL, group_doc},
+    {"add_ids", (PyCFunction)(void (*)(void))add_ids, METH_FASTCALL, add_ids_doc},
+    {"triage", (PyCFunction)(void (*)(void))triage, METH_FASTCALL, triage_doc},
     {NULL, NULL, 0, NULL},
 };
 

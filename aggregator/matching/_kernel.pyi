@@ -33,3 +33,19 @@ def group(
     several: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
     /,
 ) -> None: ...
+def add_ids(
+    into: set[int],
+    single_ids: list[tuple[int, ...]],
+    pair_ids: list[tuple[int, ...]],
+    longer: list[Found],
+    /,
+) -> None: ...
+def triage(
+    present: Set[int],
+    any_of: list[int],
+    none_of: list[int],
+    other_of: list[int],
+    several: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
+    always: tuple[int, ...],
+    /,
+) -> tuple[set[int], set[int], set[int]]: ...

@@ -15,7 +15,7 @@ reference that tests/test_matching_kernel.py holds the C to, and the fallback.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress
 from operator import and_, attrgetter, itemgetter
@@ -130,13 +130,9 @@ class FieldScan:
     pair_ids: list[tuple[int, ...]]  # ... and the ids of those phrases
     longer: list[Found]  # the other phrases (3+ words, `*` or case rules on later words)
 
-    def term_ids(self) -> Iterable[int]:
-        """Ids of every term found here (some more than once)."""
-        return chain(
-            chain.from_iterable(self.single_ids),
-            chain.from_iterable(self.pair_ids),
-            map(_TERM_ID, self.longer),
-        )
+    def add_term_ids(self, into: set[int]) -> None:
+        """Add the ids of every term found here to ``into``."""
+        _add_ids(into, self.single_ids, self.pair_ids, self.longer)
 
     def hits(
         self, term_ids: Set[int], name: str, original: str, term_texts: Sequence[str]
@@ -172,6 +168,19 @@ class FieldScan:
             made = [made[i] for i in order]
             owners = [owners[i] for i in order]
         return made, owners
+
+
+def _add_ids_python(
+    into: set[int],
+    single_ids: list[tuple[int, ...]],
+    pair_ids: list[tuple[int, ...]],
+    longer: list[Found],
+) -> None:
+    """Add the term ids of a field's scan to a set (the reference implementation of
+    _kernel.add_ids)."""
+    into.update(chain.from_iterable(single_ids))
+    into.update(chain.from_iterable(pair_ids))
+    into.update(map(_TERM_ID, longer))
 
 
 def _hits_python(
@@ -317,9 +326,11 @@ def _find_python(tokens: list[_TokenStarts], phrases: bool, checked: bool) -> _F
 # The C versions of the two loops, if they were built (native.py).
 _find: Callable[[list[_TokenStarts], bool, bool], _Found] = _find_python
 _hits = _hits_python
+_add_ids = _add_ids_python
 if KERNEL is not None:
     _find = KERNEL.find
     _hits = KERNEL.hits
+    _add_ids = KERNEL.add_ids
 
 
 class TermIndex:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Container, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import compress
 from typing import Final
 
 from aggregator.errors import ConfigError
@@ -95,8 +95,10 @@ class _Scan:
         """Ids of the terms found in any of these fields."""
         found = self.present_cache.get(fields)
         if found is None:
-            scans = [self.fields[name].term_ids() for name in fields if name in self.fields]
-            found = self.present_cache[fields] = set(chain.from_iterable(scans))
+            found = self.present_cache[fields] = set()
+            for name in fields:
+                if name in self.fields:
+                    self.fields[name].add_term_ids(found)
         return found
 
     def hits(self, term_ids: Set[int], term_texts: Sequence[str]) -> _Hits:
@@ -132,8 +134,44 @@ def _group_python(
                     lists[index].append(hit)
 
 
-# The C version, if it was built (native.py).
-_group = _group_python if KERNEL is None else KERNEL.group
+def _triage_python(
+    present: Set[int],
+    any_of: list[int],
+    none_of: list[int],
+    other_of: list[int],
+    several: dict[int, _Roles],
+    always: tuple[int, ...],
+) -> tuple[set[int], set[int], set[int]]:
+    """From the terms found: the simple watchlists that fire (one of their `any` terms found
+    and none of their `none` terms), the other watchlists to evaluate, and the terms to make
+    hits of for the simple ones (the reference implementation of _kernel.triage).
+
+    ``any_of``, ``none_of`` and ``other_of`` give each term's one watchlist in that role (-1:
+    none, or several, which ``several`` lists); ``always`` are the watchlists that can fire with
+    no term found.
+    """
+    fired = set(map(any_of.__getitem__, present))
+    vetoed = set(map(none_of.__getitem__, present))
+    others = set(map(other_of.__getitem__, present))
+    others.update(always)
+    shared = several.keys() & present
+    for term_id in shared:
+        in_any, in_none, in_other = several[term_id]
+        fired.update(in_any)
+        vetoed.update(in_none)
+        others.update(in_other)
+    fired -= vetoed
+    fired.discard(-1)
+    others.discard(-1)
+    wanted = set(compress(present, map(fired.__contains__, map(any_of.__getitem__, present))))
+    wanted.update(t for t in shared if not fired.isdisjoint(several[t][0]))
+    return fired, others, wanted
+
+
+# The C versions, if they were built (native.py).
+_group, _triage = _group_python, _triage_python
+if KERNEL is not None:
+    _group, _triage = KERNEL.group, KERNEL.triage
 
 
 class Matcher:
@@ -194,7 +232,6 @@ class Matcher:
             for term_id, a, n, o in zip(ids, in_any, in_none, in_other, strict=True)
             if len(a) > 1 or len(n) > 1 or len(o) > 1
         }
-        self._several_ids = frozenset(self._several)
         # Watchlists that can fire with none of their terms present (`a OR NOT b`).
         self._always = tuple(
             index for index, w in enumerate(self._watchlists) if w.fires(frozenset())
@@ -275,20 +312,9 @@ class Matcher:
         scan = self._scan(fields)
         present = scan.present(FIELDS)
         any_of = self._any_of
-        # A simple watchlist fires when one of its `any` terms is found and none of its `none`.
-        fired = set(map(any_of.__getitem__, present))
-        vetoed = set(map(self._none_of.__getitem__, present))
-        others = set(map(self._other_of.__getitem__, present))
-        others.update(self._always)
-        several = self._several_ids.intersection(present)
-        for term_id in several:
-            in_any, in_none, in_other = self._several[term_id]
-            fired.update(in_any)
-            vetoed.update(in_none)
-            others.update(in_other)
-        fired -= vetoed
-        fired.discard(-1)
-        others.discard(-1)
+        fired, others, wanted = _triage(
+            present, any_of, self._none_of, self._other_of, self._several, self._always
+        )
         # The others fire as their rules say, and report the hits of their positive terms.
         positives: dict[int, Set[int]] = {}
         for index in others:
@@ -300,8 +326,6 @@ class Matcher:
         if not (fired or positives):
             return []
         # Hits are made for the terms found of the watchlists that fired.
-        wanted = set(compress(present, map(fired.__contains__, map(any_of.__getitem__, present))))
-        wanted.update(t for t in several if not fired.isdisjoint(self._several[t][0]))
         wanted.update(*positives.values())
         made = scan.hits(wanted, self._texts)
         # A simple watchlist reports every hit of its `any` terms (hits are made only of terms
