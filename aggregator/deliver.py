@@ -83,6 +83,15 @@ MAX_PERMANENT_FAILURES = 3
 Job = OutboxEntry | EditEntry | Digest
 
 
+@dataclasses.dataclass(frozen=True)
+class _Sent:
+    """A send's outcome: the id of its (first) message, and the later parts of a split
+    message, still to be sent, each at its own turn at the gate."""
+
+    message_id: int | None
+    later: Sequence[Outgoing] = ()
+
+
 # Telegram's 403 descriptions for a user who blocked the bot or deleted their account.
 _LEFT = ("bot was blocked by the user", "user is deactivated")
 
@@ -480,6 +489,7 @@ class Deliverer:
                 return
             error: DeliveryError | None = None
             message_id: int | None = None
+            later: Sequence[Outgoing] = ()
             async with self._slot(chat):
                 if self._stop.is_set() or self._all_paused or not self._store_writable.is_set():
                     # Stopped, paused, or the store failed while it waited for room: send
@@ -501,14 +511,18 @@ class Deliverer:
                     if isinstance(job, EditEntry):
                         assert message_id is not None
                         await self._edit(job, message_id)
-                    elif isinstance(job, Digest):
-                        await self._send_digest(chat, job)
                     else:
-                        message_id = await self._send(job)
+                        sent = await self._send(job)
+                        message_id, later = sent.message_id, sent.later
                 except DeliveryError as exc:
                     error = exc
             job_id = _label(job)
             if error is None:
+                # A split alert's later parts, each at its own turn at the gate, so not inside
+                # the slot above (it holds a place in the chat's window until it is left).
+                # Before the record, as before: a crash in between repeats the alert rather
+                # than losing its later parts.
+                await self._send_later(later, job_id)
                 self._patience.pop(chat, None)
                 self._sent(chat, job)
                 if failing:
@@ -786,20 +800,19 @@ class Deliverer:
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def _send(self, entry: OutboxEntry) -> int | None:
+    async def _send(self, job: OutboxEntry | Digest) -> _Sent:
+        if isinstance(job, Digest):
+            return await self._send_text(job.chat, job.html, job.plain, True, _label(job))
         return await self._send_text(
-            entry.chat, entry.text, entry.plain, entry.disable_preview, _label(entry)
+            job.chat, job.text, job.plain, job.disable_preview, _label(job)
         )
-
-    async def _send_digest(self, chat: str, digest: Digest) -> None:
-        await self._send_text(chat, digest.html, digest.plain, True, _label(digest))
 
     async def _send_text(
         self, chat: str, html_text: str, plain: str, disable_preview: bool, label: str
-    ) -> int | None:
+    ) -> _Sent:
         html = self._sender.wants_html
         try:
-            return await self._sender.send(
+            message_id = await self._sender.send(
                 Outgoing(
                     chat,
                     html_text if html else plain,
@@ -808,6 +821,7 @@ class Deliverer:
                     patience=self._patience.get(chat, 1),
                 )
             )
+            return _Sent(message_id)
         except MarkupRejected as exc:
             event(
                 log,
@@ -856,42 +870,46 @@ class Deliverer:
                 message_id,
             )
 
-    async def _send_plain(
-        self, chat: str, plain: str, disable_preview: bool, label: str = ""
-    ) -> int | None:
+    async def _send_plain(self, chat: str, plain: str, disable_preview: bool, label: str) -> _Sent:
         pieces = split_text(plain)
         preview = disable_preview
         outgoing = [Outgoing(chat, p, html=False, disable_preview=preview) for p in pieces]
         return await self._send_pieces(outgoing, label)
 
-    async def _send_pieces(self, pieces: list[Outgoing], label: str) -> int | None:
-        """Send one alert as several messages; the id of the first.
+    async def _send_pieces(self, pieces: list[Outgoing], label: str) -> _Sent:
+        """Send the first of one alert's messages; the others are left for ``_send_later``.
 
-        A failure of the first raises, so the alert is retried as usual. Once the first is
-        out, the alert counts as sent: a retry would repeat the pieces already delivered, so a
-        later piece that fails is logged (after one wait, if Telegram asked for one) and the
-        next one sent.
-        Each piece after the first is counted against the chat's limits.
+        A failure of the first raises, so the alert is retried as usual.
         """
         if not pieces:
-            return None
-        first = await self._sender.send(pieces[0])
-        for number, piece in enumerate(pieces[1:], start=2):
-            if self.gate is not None:
-                self.gate.count_extra(piece.chat)
-            for attempt in (1, 2):
+            return _Sent(None)
+        return _Sent(await self._sender.send(pieces[0]), pieces[1:])
+
+    async def _send_later(self, parts: Sequence[Outgoing], label: str) -> None:
+        """Send the parts of a split alert after its first, each waiting its turn at the gate
+        like any message (sent past it, a burst of long alerts would break Telegram's limits).
+
+        Once the first part is out, the alert counts as sent: a retry would repeat the parts
+        already delivered, so a later part that fails is logged (after one wait, if Telegram
+        asked for one) and the next one sent. A stop does not wait for their turns: the parts
+        not yet sent are logged the same way.
+        """
+        count = len(parts) + 1
+        for number, part in enumerate(parts, start=2):
+            try:
                 try:
-                    await self._sender.send(piece)
-                    break
+                    await self._send_part(part)
                 except RetryLater as exc:
-                    if attempt == 2:
-                        self._piece_lost(piece.chat, label, number, len(pieces), exc)
-                    else:
-                        await self._wait(exc.retry_after_s)
-                except DeliveryError as exc:
-                    self._piece_lost(piece.chat, label, number, len(pieces), exc)
-                    break  # on to the next part
-        return first
+                    await self._wait(exc.retry_after_s)
+                    await self._send_part(part)
+            except DeliveryError as exc:
+                self._piece_lost(part.chat, label, number, count, exc)
+
+    async def _send_part(self, part: Outgoing) -> None:
+        async with self._slot(part.chat):
+            if self._stop.is_set():  # the gate lets every waiting send through at a stop
+                raise DeliveryError("stopping before its turn under Telegram's limits")
+            await self._sender.send(part)
 
     def _piece_lost(
         self, chat: str, label: str, number: int, count: int, error: DeliveryError
