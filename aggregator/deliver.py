@@ -14,7 +14,8 @@ backlog is more than its limit can carry before its oldest alert is ``max_delay`
 are packed into digests; alerts held by a watchlist's quiet hours go out as a digest when those
 end. A chat that refuses the bot (403) is paused alone, its admins told, and retried every
 ``paused_retry_s``; its alerts are kept for ``paused_keep_s`` and then given up, each logged.
-A group that became a supergroup is followed to its new id, durably (chats.Chats).
+A group that became a supergroup is followed to its new id, durably (chats.Chats). What is
+queued for a chat the config no longer sends to is dropped, at start and at each reload.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from datetime import UTC, tzinfo
 from html import unescape
 from zoneinfo import ZoneInfo
 
-from .chats import Chats
+from .chats import Chats, configured_chats
 from .config import TELEGRAM_LIMITS, Config, TelegramSettings
 from .digest import Digest, pack, quiet_title
 from .errors import DeliveryError, StoreError
@@ -180,6 +181,8 @@ class Deliverer:
         self.quiet_hours: dict[str, QuietHours] = dict(quiet_hours or {})
         self.timezone = timezone
         self.chats = Chats(store)
+        # What apply() was given; None (no config, as in tests): every chat is sent to.
+        self._config: Config | None = None
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Chats sleeping off a transient failure; set() cuts the sleep short (Telegram is back).
         self._backing_off: dict[str, asyncio.Event] = {}
@@ -225,6 +228,8 @@ class Deliverer:
         self.admins = telegram.admins
         self.timezone = ZoneInfo(telegram.timezone)
         self.quiet_hours = {w.name: w.quiet_hours for w in config.watchlists if w.quiet_hours}
+        self._config = config
+        self._drop_unconfigured()
         limits = Limits(telegram.overall_limit, telegram.group_limit, telegram.private_limit)
         if not self._paced:
             self.gate = None
@@ -270,6 +275,7 @@ class Deliverer:
         """Start a worker for every chat that has pending alerts or edits and none running."""
         if self._stop.is_set() or self.fatal or self._all_paused:
             return
+        self._drop_unconfigured()
         chats = set(self._store.chats_with_pending())
         chats |= self._store.pending_edit_counts().keys()
         for chat in [c for c, task in self._workers.items() if task.done()]:
@@ -278,6 +284,51 @@ class Deliverer:
             task = self._workers.get(chat)
             if chat not in self._paused and (task is None or task.done()):
                 self._workers[chat] = asyncio.create_task(self._work(chat), name=f"deliver {chat}")
+
+    def _drop_unconfigured(self) -> None:
+        """Drop what is queued for chats the config no longer sends to: the admins took a
+        channel, a watchlist or an admin out and reloaded, or edited the config while the
+        daemon was stopped (or a poll begun before a reload queued alerts by the old config).
+        Sent, they would reach a chat the admins took out; kept, a chat that also removed the
+        bot would be retried, and reported to the admins, for paused_keep."""
+        if self._config is None:
+            return
+        queued = set(self._store.chats_with_pending()) | self._store.pending_edit_counts().keys()
+        if not queued:
+            return
+        for chat in sorted(queued - configured_chats(self._config, self.chats)):
+            self._drop_chat(chat)
+
+    def _drop_chat(self, chat: str) -> None:
+        jobs = self._queued(chat)
+        try:
+            self._retire_unsent(jobs)
+            if chat in self._durably_paused:
+                self.chats.unpause(chat)  # no longer ours to report as paused
+        except StoreError as exc:
+            # Held like a paused chat (no worker sends to it), and tried again at the next wake.
+            self._paused[chat] = f"no longer in the config; its queue cannot be dropped: {exc}"
+            event(
+                log,
+                logging.ERROR,
+                "cannot drop what is queued for a chat no longer in the config",
+                chat=chat,
+                error=str(exc),
+            )
+            return
+        self._durably_paused.discard(chat)
+        self._paused.pop(chat, None)
+        timer = self._timers.pop(chat, None)
+        if timer is not None:
+            timer.cancel()
+        self.stats["dropped_unconfigured"] += len(jobs)
+        event(
+            log,
+            logging.WARNING,
+            "chat is no longer in the config (nor subscribed); dropping what was queued for it",
+            chat=chat,
+            dropped=len(jobs),
+        )
 
     def _follow_moves(self) -> None:
         """Alerts queued for a group that became a supergroup go to its new id."""
@@ -472,7 +523,7 @@ class Deliverer:
         first_backoff = min(FIRST_BACKOFF_S, self._max_backoff)
         backoff = first_backoff
         failing = False  # the last attempt failed transiently (Telegram down or unreachable)
-        while not self._stop.is_set() and not self._all_paused:
+        while not self._stop.is_set() and not self._all_paused and chat not in self._paused:
             if not self._store.has_pending(chat):
                 # Its backlog is gone: a digest refused once no longer keeps later ones off.
                 self._unpacked.discard(chat)
@@ -491,9 +542,14 @@ class Deliverer:
             message_id: int | None = None
             later: Sequence[Outgoing] = ()
             async with self._slot(chat):
-                if self._stop.is_set() or self._all_paused or not self._store_writable.is_set():
-                    # Stopped, paused, or the store failed while it waited for room: send
-                    # nothing (the loop waits for the store again).
+                if (
+                    self._stop.is_set()
+                    or self._all_paused
+                    or chat in self._paused
+                    or not self._store_writable.is_set()
+                ):
+                    # Stopped, paused (all, or this chat: see _drop_chat), or the store failed
+                    # while it waited for room: send nothing (the loop waits for the store).
                     continue
                 job = self._plan(chat, time.time())
                 if job is None or isinstance(job, float):
