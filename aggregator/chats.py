@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from .config import Config
 from .store import Store
 
 SUBSCRIPTIONS = "subscriptions"
@@ -130,3 +131,17 @@ def follow(moves: dict[str, str], chat: str) -> str:
         chat = moves[chat]
         seen.add(chat)
     return chat
+
+
+def configured_chats(config: Config, chats: Chats) -> set[str]:
+    """Every chat the config sends to: the watchlists' channels (also at the ids groups moved
+    to), the subscribers of watchlists open to subscription, and the admins."""
+    moves = chats.moves()
+    channels = {chat for watchlist in config.watchlists for chat in watchlist.channels}
+    found = channels | {follow(moves, chat) for chat in channels}
+    subscribable = {watchlist.name for watchlist in config.watchlists if watchlist.subscribable}
+    for name, subscribers in chats.all_subscribers().items():
+        if name in subscribable:
+            found.update(subscribers)
+    found.update(str(admin) for admin in config.telegram.admins)
+    return found

@@ -14,7 +14,8 @@ backlog is more than its limit can carry before its oldest alert is ``max_delay`
 are packed into digests; alerts held by a watchlist's quiet hours go out as a digest when those
 end. A chat that refuses the bot (403) is paused alone, its admins told, and retried every
 ``paused_retry_s``; its alerts are kept for ``paused_keep_s`` and then given up, each logged.
-A group that became a supergroup is followed to its new id, durably (chats.Chats).
+A group that became a supergroup is followed to its new id, durably (chats.Chats). What is
+queued for a chat the config no longer sends to is dropped, at start and at each reload.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from datetime import UTC, tzinfo
 from html import unescape
 from zoneinfo import ZoneInfo
 
-from .chats import Chats
+from .chats import Chats, configured_chats
 from .config import TELEGRAM_LIMITS, Config, TelegramSettings
 from .digest import Digest, pack, quiet_title
 from .errors import DeliveryError, StoreError
@@ -81,6 +82,15 @@ MAX_PERMANENT_FAILURES = 3
 
 
 Job = OutboxEntry | EditEntry | Digest
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sent:
+    """A send's outcome: the id of its (first) message, and the later parts of a split
+    message, still to be sent, each at its own turn at the gate."""
+
+    message_id: int | None
+    later: Sequence[Outgoing] = ()
 
 
 # Telegram's 403 descriptions for a user who blocked the bot or deleted their account.
@@ -171,6 +181,8 @@ class Deliverer:
         self.quiet_hours: dict[str, QuietHours] = dict(quiet_hours or {})
         self.timezone = timezone
         self.chats = Chats(store)
+        # What apply() was given; None (no config, as in tests): every chat is sent to.
+        self._config: Config | None = None
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Chats sleeping off a transient failure; set() cuts the sleep short (Telegram is back).
         self._backing_off: dict[str, asyncio.Event] = {}
@@ -216,6 +228,8 @@ class Deliverer:
         self.admins = telegram.admins
         self.timezone = ZoneInfo(telegram.timezone)
         self.quiet_hours = {w.name: w.quiet_hours for w in config.watchlists if w.quiet_hours}
+        self._config = config
+        self._drop_unconfigured()
         limits = Limits(telegram.overall_limit, telegram.group_limit, telegram.private_limit)
         if not self._paced:
             self.gate = None
@@ -261,6 +275,7 @@ class Deliverer:
         """Start a worker for every chat that has pending alerts or edits and none running."""
         if self._stop.is_set() or self.fatal or self._all_paused:
             return
+        self._drop_unconfigured()
         chats = set(self._store.chats_with_pending())
         chats |= self._store.pending_edit_counts().keys()
         for chat in [c for c, task in self._workers.items() if task.done()]:
@@ -269,6 +284,51 @@ class Deliverer:
             task = self._workers.get(chat)
             if chat not in self._paused and (task is None or task.done()):
                 self._workers[chat] = asyncio.create_task(self._work(chat), name=f"deliver {chat}")
+
+    def _drop_unconfigured(self) -> None:
+        """Drop what is queued for chats the config no longer sends to: the admins took a
+        channel, a watchlist or an admin out and reloaded, or edited the config while the
+        daemon was stopped (or a poll begun before a reload queued alerts by the old config).
+        Sent, they would reach a chat the admins took out; kept, a chat that also removed the
+        bot would be retried, and reported to the admins, for paused_keep."""
+        if self._config is None:
+            return
+        queued = set(self._store.chats_with_pending()) | self._store.pending_edit_counts().keys()
+        if not queued:
+            return
+        for chat in sorted(queued - configured_chats(self._config, self.chats)):
+            self._drop_chat(chat)
+
+    def _drop_chat(self, chat: str) -> None:
+        jobs = self._queued(chat)
+        try:
+            self._retire_unsent(jobs)
+            if chat in self._durably_paused:
+                self.chats.unpause(chat)  # no longer ours to report as paused
+        except StoreError as exc:
+            # Held like a paused chat (no worker sends to it), and tried again at the next wake.
+            self._paused[chat] = f"no longer in the config; its queue cannot be dropped: {exc}"
+            event(
+                log,
+                logging.ERROR,
+                "cannot drop what is queued for a chat no longer in the config",
+                chat=chat,
+                error=str(exc),
+            )
+            return
+        self._durably_paused.discard(chat)
+        self._paused.pop(chat, None)
+        timer = self._timers.pop(chat, None)
+        if timer is not None:
+            timer.cancel()
+        self.stats["dropped_unconfigured"] += len(jobs)
+        event(
+            log,
+            logging.WARNING,
+            "chat is no longer in the config (nor subscribed); dropping what was queued for it",
+            chat=chat,
+            dropped=len(jobs),
+        )
 
     def _follow_moves(self) -> None:
         """Alerts queued for a group that became a supergroup go to its new id."""
@@ -463,7 +523,7 @@ class Deliverer:
         first_backoff = min(FIRST_BACKOFF_S, self._max_backoff)
         backoff = first_backoff
         failing = False  # the last attempt failed transiently (Telegram down or unreachable)
-        while not self._stop.is_set() and not self._all_paused:
+        while not self._stop.is_set() and not self._all_paused and chat not in self._paused:
             if not self._store.has_pending(chat):
                 # Its backlog is gone: a digest refused once no longer keeps later ones off.
                 self._unpacked.discard(chat)
@@ -480,10 +540,16 @@ class Deliverer:
                 return
             error: DeliveryError | None = None
             message_id: int | None = None
+            later: Sequence[Outgoing] = ()
             async with self._slot(chat):
-                if self._stop.is_set() or self._all_paused or not self._store_writable.is_set():
-                    # Stopped, paused, or the store failed while it waited for room: send
-                    # nothing (the loop waits for the store again).
+                if (
+                    self._stop.is_set()
+                    or self._all_paused
+                    or chat in self._paused
+                    or not self._store_writable.is_set()
+                ):
+                    # Stopped, paused (all, or this chat: see _drop_chat), or the store failed
+                    # while it waited for room: send nothing (the loop waits for the store).
                     continue
                 job = self._plan(chat, time.time())
                 if job is None or isinstance(job, float):
@@ -501,14 +567,18 @@ class Deliverer:
                     if isinstance(job, EditEntry):
                         assert message_id is not None
                         await self._edit(job, message_id)
-                    elif isinstance(job, Digest):
-                        await self._send_digest(chat, job)
                     else:
-                        message_id = await self._send(job)
+                        sent = await self._send(job)
+                        message_id, later = sent.message_id, sent.later
                 except DeliveryError as exc:
                     error = exc
             job_id = _label(job)
             if error is None:
+                # A split alert's later parts, each at its own turn at the gate, so not inside
+                # the slot above (it holds a place in the chat's window until it is left).
+                # Before the record, as before: a crash in between repeats the alert rather
+                # than losing its later parts.
+                await self._send_later(later, job_id)
                 self._patience.pop(chat, None)
                 self._sent(chat, job)
                 if failing:
@@ -786,20 +856,19 @@ class Deliverer:
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def _send(self, entry: OutboxEntry) -> int | None:
+    async def _send(self, job: OutboxEntry | Digest) -> _Sent:
+        if isinstance(job, Digest):
+            return await self._send_text(job.chat, job.html, job.plain, True, _label(job))
         return await self._send_text(
-            entry.chat, entry.text, entry.plain, entry.disable_preview, _label(entry)
+            job.chat, job.text, job.plain, job.disable_preview, _label(job)
         )
-
-    async def _send_digest(self, chat: str, digest: Digest) -> None:
-        await self._send_text(chat, digest.html, digest.plain, True, _label(digest))
 
     async def _send_text(
         self, chat: str, html_text: str, plain: str, disable_preview: bool, label: str
-    ) -> int | None:
+    ) -> _Sent:
         html = self._sender.wants_html
         try:
-            return await self._sender.send(
+            message_id = await self._sender.send(
                 Outgoing(
                     chat,
                     html_text if html else plain,
@@ -808,6 +877,7 @@ class Deliverer:
                     patience=self._patience.get(chat, 1),
                 )
             )
+            return _Sent(message_id)
         except MarkupRejected as exc:
             event(
                 log,
@@ -856,42 +926,46 @@ class Deliverer:
                 message_id,
             )
 
-    async def _send_plain(
-        self, chat: str, plain: str, disable_preview: bool, label: str = ""
-    ) -> int | None:
+    async def _send_plain(self, chat: str, plain: str, disable_preview: bool, label: str) -> _Sent:
         pieces = split_text(plain)
         preview = disable_preview
         outgoing = [Outgoing(chat, p, html=False, disable_preview=preview) for p in pieces]
         return await self._send_pieces(outgoing, label)
 
-    async def _send_pieces(self, pieces: list[Outgoing], label: str) -> int | None:
-        """Send one alert as several messages; the id of the first.
+    async def _send_pieces(self, pieces: list[Outgoing], label: str) -> _Sent:
+        """Send the first of one alert's messages; the others are left for ``_send_later``.
 
-        A failure of the first raises, so the alert is retried as usual. Once the first is
-        out, the alert counts as sent: a retry would repeat the pieces already delivered, so a
-        later piece that fails is logged (after one wait, if Telegram asked for one) and the
-        next one sent.
-        Each piece after the first is counted against the chat's limits.
+        A failure of the first raises, so the alert is retried as usual.
         """
         if not pieces:
-            return None
-        first = await self._sender.send(pieces[0])
-        for number, piece in enumerate(pieces[1:], start=2):
-            if self.gate is not None:
-                self.gate.count_extra(piece.chat)
-            for attempt in (1, 2):
+            return _Sent(None)
+        return _Sent(await self._sender.send(pieces[0]), pieces[1:])
+
+    async def _send_later(self, parts: Sequence[Outgoing], label: str) -> None:
+        """Send the parts of a split alert after its first, each waiting its turn at the gate
+        like any message (sent past it, a burst of long alerts would break Telegram's limits).
+
+        Once the first part is out, the alert counts as sent: a retry would repeat the parts
+        already delivered, so a later part that fails is logged (after one wait, if Telegram
+        asked for one) and the next one sent. A stop does not wait for their turns: the parts
+        not yet sent are logged the same way.
+        """
+        count = len(parts) + 1
+        for number, part in enumerate(parts, start=2):
+            try:
                 try:
-                    await self._sender.send(piece)
-                    break
+                    await self._send_part(part)
                 except RetryLater as exc:
-                    if attempt == 2:
-                        self._piece_lost(piece.chat, label, number, len(pieces), exc)
-                    else:
-                        await self._wait(exc.retry_after_s)
-                except DeliveryError as exc:
-                    self._piece_lost(piece.chat, label, number, len(pieces), exc)
-                    break  # on to the next part
-        return first
+                    await self._wait(exc.retry_after_s)
+                    await self._send_part(part)
+            except DeliveryError as exc:
+                self._piece_lost(part.chat, label, number, count, exc)
+
+    async def _send_part(self, part: Outgoing) -> None:
+        async with self._slot(part.chat):
+            if self._stop.is_set():  # the gate lets every waiting send through at a stop
+                raise DeliveryError("stopping before its turn under Telegram's limits")
+            await self._sender.send(part)
 
     def _piece_lost(
         self, chat: str, label: str, number: int, count: int, error: DeliveryError

@@ -173,12 +173,6 @@ class Gate:
             sorted(t for t in overall if now - t < self.limits.overall.window_s)
         )
 
-    def count_extra(self, chat: str) -> None:
-        """Count a send made inside another's slot (the second part of a split message)."""
-        now = time.monotonic()
-        for window in (self._window(chat), self._overall):
-            window.done.append(now)
-
     def close(self) -> None:
         """Let every waiting send through at once, for shutdown (it must not send then)."""
         self._closed = True

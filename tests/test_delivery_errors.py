@@ -18,6 +18,7 @@ import pytest
 from telegram.error import BadRequest
 
 from aggregator.deliver import Deliverer
+from aggregator.pacing import Limits, Rate
 from aggregator.store import Store
 from aggregator.telegram_api import ChatUnavailable, Outgoing, TelegramSender, _delivery_error
 from tests.conftest import TOKEN, queued_alert
@@ -238,6 +239,29 @@ async def test_a_split_alert_whose_later_part_fails_is_not_sent_again(
     assert deliverer.stats["pieces_lost"] == 1
     lost = [r for r in caplog.records if r.getMessage().startswith("part of a split alert")]
     assert [r.__dict__["fields"]["part"] for r in lost] == ["2/3"]
+
+
+async def test_a_stop_does_not_wait_for_the_turns_of_a_split_alerts_later_parts(
+    tmp_path: Path,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each part waits its turn at the gate; a stop must not wait out a channel's window for
+    # them (nor send them past it): they are logged as not sent, and the alert stays sent.
+    caplog.set_level(logging.ERROR, logger="aggregator.deliver")
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # three parts
+    with Store.open(tmp_path / "state.json") as store:
+        store.commit(alerts=[queued_alert(1, "@long_chat", "\n".join(lines))])
+        deliverer = Deliverer(store, sender, limits=Limits(group=Rate(1, 60.0)))
+        deliverer.wake()
+        assert await asyncio.to_thread(telegram.wait_for_messages, 1, 5, chat_id="@long_chat")
+        await asyncio.wait_for(deliverer.aclose(), 5)
+        assert store.pending() == []
+    assert len(telegram.sent_to("@long_chat")) == 1
+    assert deliverer.stats["pieces_lost"] == 2
+    lost = [r for r in caplog.records if r.getMessage().startswith("part of a split alert")]
+    assert [r.__dict__["fields"]["part"] for r in lost] == ["2/3", "3/3"]
 
 
 async def test_a_subscriber_who_blocked_the_bot_is_unsubscribed_without_telling_admins(

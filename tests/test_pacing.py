@@ -10,6 +10,7 @@ operator would use (telegram.group_limit and friends); the logic is the one used
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -223,3 +224,25 @@ async def test_new_limits_reach_sends_already_waiting_and_stop_still_ends_them()
     gate.close()
     await asyncio.wait_for(asyncio.gather(first, second), 5)
     assert len(entered) == 2
+
+
+async def test_every_part_of_split_alerts_waits_its_turn_at_the_gate(
+    store: Store, sender: TelegramSender, limited: FakeTelegram
+) -> None:
+    # A split alert's later parts are messages like any other: sent past the gate, a burst of
+    # long alerts breaks the private chat's 1/s and the channel's 20/min.
+    private, channel = "5100", "@pace_long"
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # three parts each
+    now = time.time()
+    alerts = [
+        dataclasses.replace(_entry(f"{chat}-{n}", chat, now), text="\n".join(lines))
+        for chat, count in ((private, 3), (channel, 7))  # 21 parts: one over 20 per window
+        for n in range(count)
+    ]
+    store.commit(alerts=alerts)
+    deliverer = Deliverer(store, sender, limits=LIMITS, max_delay_s=MAX_DELAY_S)
+    assert await deliverer.drain(30) == 0
+    assert limited.stats.retry_after_sent == 0, "no part went past the gate"
+    assert len(limited.sent_to(private)) == 3 * 3
+    assert len(limited.sent_to(channel)) == 7 * 3
+    assert deliverer.stats["pieces_lost"] == 0

@@ -1,0 +1,194 @@
+"""A chat taken out of the config: what is queued for it is dropped, and nothing more is sent.
+
+Admins remove a channel (or a watchlist, or an admin) from the TOML file and reload, or edit it
+while the daemon is stopped. The alerts and edits still queued for that chat are dropped from
+the store at once, with one log line per chat saying how many and why, instead of being sent
+to a chat the admins took out (or, if the bot was removed from it too, retried and reported
+for paused_keep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from aggregator.chats import Chats
+from aggregator.config import Config, load_config
+from aggregator.daemon import Daemon
+from aggregator.deliver import Deliverer
+from aggregator.metrics import Metrics
+from aggregator.store import EditEntry, Store
+from aggregator.telegram_api import TelegramSender
+from tests.conftest import TOKEN, queued_alert, write_config
+from tests.servers.fake_telegram import FakeTelegram
+from tests.test_delivery_faults import _store_unwritable as store_unwritable
+from tests.test_delivery_faults import needs_fsize
+
+DROPPED = "chat is no longer in the config (nor subscribed); dropping what was queued for it"
+
+
+async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``within_s`` seconds pass (False)."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _config(folder: Path, telegram: FakeTelegram, channels: Sequence[str]) -> Path:
+    return write_config(
+        folder,
+        feeds=[{"name": "f", "url": "http://127.0.0.1:9/feed.xml"}],
+        watchlists=[
+            {"name": "w", "any": ["x"], "channels": list(channels)},
+            {"name": "open", "any": ["y"], "subscribable": True},
+        ],
+        telegram={"api_url": telegram.api_url, "admins": [777], "paused_retry": "1s"},
+        token=TOKEN,
+    )
+
+
+def _load(path: Path) -> Config:
+    return load_config(path).config
+
+
+def _dropped(caplog: pytest.LogCaptureFixture) -> dict[str, int]:
+    return {
+        r.__dict__["fields"]["chat"]: r.__dict__["fields"]["dropped"]
+        for r in caplog.records
+        if r.getMessage() == DROPPED
+    }
+
+
+async def test_a_chat_removed_while_stopped_is_dropped_at_start_and_sent_nothing(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    chats = Chats(store)
+    chats.record_move("-1002", "-1009")  # the config still names the old id
+    chats.subscribe("5001", "open")
+    chats.subscribe("5002", "gone_watchlist")
+    kept = ("@kept", "-1009", "5001", "777")  # a channel, a moved group, a subscriber, an admin
+    removed = ("@removed", "5002", "778")  # a channel, a watchlist's subscriber, an ex-admin
+    store.commit(alerts=[queued_alert(n, chat) for chat in kept + removed for n in (1, 2)])
+    store.commit(alerts=[queued_alert(9, "@removed")])
+    store.mark_sent("id-@removed-9", message_id=5, sent_at=time.time())
+    store.commit(edits=[EditEntry("id-@removed-9", "@removed", "<b>new</b>", "new", True, 1.0)])
+
+    config = _load(_config(tmp_path, telegram, ["@kept", "-1002"]))
+    deliverer = Deliverer.from_config(store, sender, config, paced=True, metrics=Metrics())
+    assert {e.chat for e in store.pending()} == set(kept), "dropped at start, before any send"
+    assert store.pending_edits() == []
+    assert _dropped(caplog) == {"@removed": 3, "5002": 2, "778": 2}  # alerts and edits
+    assert await deliverer.drain(10) == 0
+    assert all(telegram.sent_to(chat) for chat in kept)
+    assert not any(a.chat_id in removed for a in telegram.attempts)
+    assert deliverer.stats["dropped_unconfigured"] == 7
+
+
+async def test_a_reload_drops_a_removed_chats_queue_and_nothing_reaches_it_after(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The usual case: the bot was kicked from the channel and the admins take it out of the
+    # config. Its alerts must not wait for paused_keep (a week), retried every paused_retry.
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    telegram.forbid("@removed", "Forbidden: bot was kicked from the channel chat")
+    config = _config(tmp_path, telegram, ["@kept", "@removed"])
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    try:
+        store.commit(
+            alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)]
+        )
+        deliverer.wake()
+        assert await _until(lambda: "@removed" in deliverer.paused_chats, 5)
+        assert await _until(lambda: len(telegram.sent_to("@kept")) == 2, 5)
+
+        deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
+        assert store.pending() == []
+        assert _dropped(caplog) == {"@removed": 2}
+        assert "@removed" not in deliverer.paused_chats, "not reported as paused any more"
+        # A poll that began before the reload still routes by the old config.
+        store.commit(alerts=[queued_alert(3, "@removed"), queued_alert(3, "@kept")])
+        deliverer.wake()
+        assert await _until(lambda: len(telegram.sent_to("@kept")) == 3, 5)
+        assert store.pending() == []
+        tries = sum(a.chat_id == "@removed" for a in telegram.attempts)
+        # Past paused_retry (1s): the paused chat's retry would have come by now.
+        assert not await _until(
+            lambda: sum(a.chat_id == "@removed" for a in telegram.attempts) > tries, 1.5
+        )
+    finally:
+        await deliverer.aclose()
+    lines = [r.__dict__["fields"]["dropped"] for r in caplog.records if r.getMessage() == DROPPED]
+    assert lines == [2, 1], "one line at the reload, one for the late alert"
+
+
+async def test_sighup_after_a_channel_is_removed_drops_its_queue_in_the_running_daemon(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aggregator")
+    telegram.forbid("@removed", "Forbidden: bot was kicked from the channel chat")
+    config = _config(tmp_path, telegram, ["@kept", "@removed"])
+    loaded = load_config(config)
+    with Store.open(loaded.storage_path) as store:
+        store.commit(
+            alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)]
+        )
+    daemon = Daemon(loaded, TOKEN)
+    run = asyncio.create_task(daemon.run())
+    try:
+        assert await asyncio.to_thread(telegram.wait_for_messages, 2, 10, chat_id="@kept")
+        _config(tmp_path, telegram, ["@kept"])
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert await _until(lambda: "@removed" in _dropped(caplog), 10)
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(run, 10) == 0
+    assert _dropped(caplog) == {"@removed": 2}
+    with Store.open(loaded.storage_path) as store:
+        assert store.pending() == []
+
+
+@needs_fsize
+async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent_to(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The disk is full at the reload: the queue stays until a later wake can drop it, and
+    # meanwhile no worker may send it (it would go out once the store writes again).
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    config = _config(tmp_path, telegram, ["@kept", "@removed"])
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    store.commit(alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)])
+    try:
+        with store_unwritable(store):
+            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
+            assert "no longer in the config" in deliverer.paused_chats["@removed"]
+            deliverer.wake()
+        assert await _until(lambda: len(telegram.sent_to("@kept")) == 2, 10)
+        deliverer.wake()
+        assert await _until(lambda: _dropped(caplog) == {"@removed": 2}, 5)
+        assert store.pending() == []
+    finally:
+        await deliverer.aclose()
+    assert not any(a.chat_id == "@removed" for a in telegram.attempts)
