@@ -12,8 +12,8 @@ every command is safe to run twice.
     /subscribe NAME      private chats only: alerts of NAME also come here (kept in the store)
     /unsubscribe NAME
     /mine                this chat's subscriptions
-    /status              admins: health (as `aggregator health`), feeds healthy and failing,
-                         queue per chat, last poll
+    /status              admins: the daemon's status as `aggregator status` has it (health,
+                         feeds, watchlists, queue per chat), formatted for a phone
     /test TEXT           admins: which watchlists match TEXT, and why (as `aggregator match`)
     /pause, /resume      admins: stop and restart all delivery (kept across restarts)
 """
@@ -26,15 +26,17 @@ import html
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Protocol
 
 from .chats import Chats
 from .errors import DeliveryError, StoreError
+from .health import assess
 from .logs import event
 from .matching.explain import format_explanations
 from .models import FIELDS
 from .pipeline import Runtime
+from .status import DaemonStatus
+from .status_message import status_message
 from .telegram_api import BadToken, Incoming, Outgoing, RetryLater, Sender, TelegramSender
 
 log = logging.getLogger("aggregator.bot")
@@ -42,7 +44,6 @@ log = logging.getLogger("aggregator.bot")
 POLL_TIMEOUT_S = 30.0
 MAX_POLL_BACKOFF_S = 60.0
 ANSWER_MAX = 3900  # characters of an answer, within Telegram's 4096 after markup
-FAILING_LISTED = 10
 
 COMMANDS = [
     ("help", "what this bot does"),
@@ -67,14 +68,6 @@ class UpdateSource(Protocol):
 class Deliveries(Protocol):
     """What the bot needs of the deliverer."""
 
-    @property
-    def all_paused(self) -> bool: ...
-
-    @property
-    def paused_chats(self) -> dict[str, str]: ...
-
-    def queue_depths(self) -> dict[str, int]: ...
-
     def pause_all(self) -> None: ...
 
     def resume_all(self) -> None: ...
@@ -91,13 +84,14 @@ class Bot:
         deliveries: Deliveries,
         source: UpdateSource,
         *,
+        status: Callable[[], DaemonStatus],
         poll_timeout_s: float = POLL_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
-        health: Callable[[], str] | None = None,
     ) -> None:
         self._runtime = runtime
-        # The daemon's health verdict as `aggregator health` words it, for /status.
-        self._health = health
+        # The document the daemon writes to its status file, built afresh: /status renders
+        # it, so that it cannot disagree with `aggregator status` and `aggregator health`.
+        self._daemon_status = status
         self._deliveries = deliveries
         self._source = source
         self._poll_timeout_s = poll_timeout_s
@@ -114,12 +108,12 @@ class Bot:
         deliveries: Deliveries,
         sender: Sender | None,
         *,
-        health: Callable[[], str] | None = None,
+        status: Callable[[], DaemonStatus],
     ) -> Bot | None:
         """Answer commands in a task when the bot speaks to Telegram and commands are on."""
         if not isinstance(sender, TelegramSender) or not runtime.loaded.config.telegram.commands:
             return None
-        bot = cls(runtime, deliveries, sender, health=health)
+        bot = cls(runtime, deliveries, sender, status=status)
         bot._task = asyncio.create_task(bot.run(), name="bot commands")
         return bot
 
@@ -286,50 +280,15 @@ class Bot:
         return f"Subscribed to <code>{html.escape(name)}</code>: its alerts will come here."
 
     def _status(self) -> str:
-        config = self._runtime.loaded.config
-        states = self._runtime.store.feed_states()
+        status = self._daemon_status()
         now = self._clock()
-        enabled = [f.name for f in config.feeds if f.enabled]
-        failing = [n for n in enabled if n in states and states[n].consecutive_failures > 0]
-        waiting = [n for n in enabled if n not in states]
-        healthy = len(enabled) - len(failing) - len(waiting)
-        lines = ["<b>Status</b>"]
-        if self._health is not None:
-            try:
-                health = self._health()
-            except Exception as exc:  # the rest of /status still helps the admin
-                health = f"unknown ({type(exc).__name__} while judging it)"
-            lines.append("Health: " + html.escape(health[:300]))
-        lines += [
-            "Delivery: " + ("PAUSED (/resume)" if self._deliveries.all_paused else "running"),
-            f"Feeds: {healthy} healthy, {len(failing)} failing, {len(waiting)} not polled yet",
-        ]
-        for name in failing[:FAILING_LISTED]:
-            state = states[name]
-            lines.append(
-                f"• {html.escape(name)}: {state.consecutive_failures} failure(s), "
-                f"{html.escape((state.last_error or '')[:120])}"
-            )
-        if len(failing) > FAILING_LISTED:
-            lines.append(f"• … and {len(failing) - FAILING_LISTED} more")
-        attempts = [s.last_attempt_at for s in states.values() if s.last_attempt_at]
-        if attempts:
-            last = max(attempts)
-            zone = self._runtime.message_options.timezone
-            shown = datetime.fromtimestamp(last, zone).strftime("%Y-%m-%d %H:%M:%S")
-            lines.append(f"Last poll: {shown} ({now - last:.0f}s ago)")
-        else:
-            lines.append("Last poll: none yet")
-        depths = self._deliveries.queue_depths()
-        paused = self._deliveries.paused_chats
-        if not depths and not paused:
-            lines.append("Queue: empty")
-        else:
-            lines.append("Queue:")
-            for chat in sorted(set(depths) | set(paused)):
-                note = f" (paused: {html.escape(paused[chat][:80])})" if chat in paused else ""
-                lines.append(f"• {html.escape(chat)}: {depths.get(chat, 0)}{note}")
-        return _fit("\n".join(lines))
+        try:
+            # In the daemon's own process: alive, so judged as `aggregator health` judges it.
+            health = assess(status, now).line()
+        except Exception as exc:  # the rest of /status still helps the admin
+            log.exception("cannot judge the daemon's health for /status")
+            health = f"unknown ({type(exc).__name__} while judging it)"
+        return status_message(status, health, now, self._runtime.message_options.timezone)
 
     def _test(self, text: str) -> str:
         if not text:
@@ -337,11 +296,3 @@ class Bot:
         fields = {name: (text if name == "title" else "") for name in FIELDS}
         report = format_explanations(text, self._runtime.matcher.explain(fields))
         return f"<pre>{html.escape(report[:ANSWER_MAX], quote=False)}</pre>"
-
-
-def _fit(text: str) -> str:
-    """An answer cut between lines to stay within one message."""
-    if len(text) <= ANSWER_MAX:
-        return text
-    cut = text.rfind("\n", 0, ANSWER_MAX)
-    return text[:cut] + "\n…"

@@ -14,7 +14,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
@@ -182,6 +182,35 @@ async def services(
         store.close()
 
 
+def current_status(
+    tracker: StatusTracker,
+    loaded: LoadedConfig,
+    svc: Services,
+    next_polls: Mapping[str, float | None],
+    *,
+    running: bool = True,
+) -> DaemonStatus:
+    """The status document of a running program: what its status file holds, and /status shows.
+
+    ``next_polls``: when each feed is polled next, by name (the scheduler's jobs)."""
+    assert svc.deliverer is not None
+    fatal = svc.deliverer.fatal
+    return tracker.snapshot(
+        loaded,
+        now=time.time(),
+        stale_after_s=stale_after_s(loaded.config),
+        next_polls=next_polls,
+        queue=svc.runtime.store.pending_counts(),
+        paused_chats=svc.deliverer.paused_chats,
+        delivery_paused=svc.deliverer.all_paused,
+        fatal=None if fatal is None else str(fatal),
+        delivery=dict(svc.deliverer.stats),
+        running=running,
+        store_error=svc.runtime.store.write_error or svc.deliverer.store_error,
+        store_error_since=svc.runtime.store.write_failing_since,
+    )
+
+
 async def poll_all(runtime: Runtime, *, dry_run: bool = False) -> list[FeedOutcome]:
     """Poll every enabled feed once, concurrently; a failing feed never stops the others."""
     feeds = [f for f in runtime.loaded.config.feeds if f.enabled]
@@ -266,8 +295,9 @@ class Daemon:
                 svc.runtime,
                 svc.deliverer,
                 svc.sender,
-                # /status judges as `aggregator health` does, on the status in memory.
-                health=lambda: assess(self._status(svc, scheduler), time.time()).line(),
+                # /status shows what the status file gets, built afresh rather than read back:
+                # the file may be seconds old, or unwritable on a full disk.
+                status=lambda: self._status(svc, scheduler),
             )
             event(
                 log,
@@ -369,27 +399,12 @@ class Daemon:
     def _status(
         self, svc: Services, scheduler: AsyncIOScheduler, *, running: bool = True
     ) -> DaemonStatus:
-        assert self._tracker is not None and svc.deliverer is not None
+        assert self._tracker is not None
         next_polls: dict[str, float | None] = {}
         for job in scheduler.get_jobs():
             when = getattr(job, "next_run_time", None)
             next_polls[job.id] = when.timestamp() if when is not None else None
-        queue = svc.runtime.store.pending_counts()
-        fatal = svc.deliverer.fatal
-        return self._tracker.snapshot(
-            self._loaded,
-            now=time.time(),
-            stale_after_s=stale_after_s(self._loaded.config),
-            next_polls=next_polls,
-            queue=queue,
-            paused_chats=svc.deliverer.paused_chats,
-            delivery_paused=svc.deliverer.all_paused,
-            fatal=None if fatal is None else str(fatal),
-            delivery=dict(svc.deliverer.stats),
-            running=running,
-            store_error=svc.runtime.store.write_error or svc.deliverer.store_error,
-            store_error_since=svc.runtime.store.write_failing_since,
-        )
+        return current_status(self._tracker, self._loaded, svc, next_polls, running=running)
 
     def _write_status(self, status: DaemonStatus) -> None:
         """Write the status file; a failure is logged once, and never stops the daemon."""

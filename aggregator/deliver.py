@@ -353,10 +353,6 @@ class Deliverer:
         )
         return alerts + edits
 
-    def queue_depths(self) -> dict[str, int]:
-        """Pending alerts per chat."""
-        return self._store.pending_counts()
-
     async def drain(self, timeout_s: float) -> int:
         """Deliver until nothing deliverable is left or the timeout passes; return how many
         alerts and edits are left."""

@@ -28,6 +28,7 @@ from .status import (
     format_span,
     read_status,
     status_path,
+    tally_feeds,
 )
 
 STALE_FACTOR = 3
@@ -193,14 +194,13 @@ def assess(status: DaemonStatus, now: float, *, process_alive: bool = True) -> V
 
 
 def _summary(status: DaemonStatus, now: float) -> str:
-    enabled = [f for f in status.feeds if f.enabled]
-    ok = sum(1 for f in enabled if f.failures == 0 and f.last_success_at is not None)
+    feeds = tally_feeds(status.feeds)
     parts = [f"pid {status.pid}", f"up {format_span(now - status.started_at)}"]
     if status.last_poll_at is None:
         parts.append("starting: no poll finished yet")
     elif status.last_success_at is not None:
         parts.append(f"last successful poll {_ago(now - status.last_success_at)}")
-    parts.append(f"{ok}/{len(enabled)} feeds ok")
+    parts.append(f"{feeds.ok}/{feeds.enabled} feeds ok")
     parts.append(f"{sum(status.queue.values())} alerts queued")
     if status.paused_chats:
         parts.append(f"{len(status.paused_chats)} chats paused")

@@ -171,6 +171,36 @@ def public_view(status: DaemonStatus) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class FeedTally:
+    """Enabled feeds by state, and disabled ones: one count for health, the CLI and /status."""
+
+    ok: int  # no failure since its last successful poll
+    failing: int  # its last poll failed
+    waiting: int  # no poll has finished for it yet
+    disabled: int
+
+    @property
+    def enabled(self) -> int:
+        """Feeds the daemon polls."""
+        return self.ok + self.failing + self.waiting
+
+
+def feed_health(feed: FeedStatus) -> str:
+    """One of: disabled, failing, ok, waiting (no poll has finished for it yet)."""
+    if not feed.enabled:
+        return "disabled"
+    if feed.failures > 0:
+        return "failing"
+    return "ok" if feed.last_success_at is not None else "waiting"
+
+
+def tally_feeds(feeds: list[FeedStatus]) -> FeedTally:
+    """How many feeds are in each state."""
+    states = Counter(feed_health(f) for f in feeds)
+    return FeedTally(states["ok"], states["failing"], states["waiting"], states["disabled"])
+
+
 def _bucket(ts: float) -> int:
     return int(ts // BUCKET_S * BUCKET_S)
 
@@ -320,14 +350,15 @@ class StatusTracker:
 
 def format_status(status: DaemonStatus, health_line: str, now: float) -> str:
     """The status as tables for a person: feeds, watchlists, queue per chat."""
+    stopped = format_when(status.stopped_at or status.updated_at, now)
     state = (
         f"running, pid {status.pid}, up {format_span(now - status.started_at)}"
         if status.running
-        else f"stopped {_when(status.stopped_at or status.updated_at, now)} (pid {status.pid})"
+        else f"stopped {stopped} (pid {status.pid})"
     )
     lines = [
         f"aggregator: {state}",
-        f"config: {status.config}; status written {_when(status.updated_at, now)}",
+        f"config: {status.config}; status written {format_when(status.updated_at, now)}",
         health_line,
         "",
     ]
@@ -336,12 +367,12 @@ def format_status(status: DaemonStatus, health_line: str, now: float) -> str:
     feed_rows = [
         [
             f.name,
-            _when(f.last_poll_at, now),
-            _next(f, now, status.running),
+            format_when(f.last_poll_at, now),
+            format_next(f, now, status.running),
             str(f.failures),
             "-" if f.items is None else str(f.items),
             str(f.new_24h),
-            _clip(f.last_error or "", 60),
+            clip(f.last_error or "", 60),
         ]
         for f in status.feeds
     ]
@@ -349,7 +380,7 @@ def format_status(status: DaemonStatus, health_line: str, now: float) -> str:
     lines += _table(header, feed_rows) if feed_rows else ["no feeds configured"]
     lines.append("")
     watch_rows = [
-        [w.name, str(w.matches_24h), _when(w.last_match_at, now)] for w in status.watchlists
+        [w.name, str(w.matches_24h), format_when(w.last_match_at, now)] for w in status.watchlists
     ]
     if watch_rows:
         lines += _table(["WATCHLIST", "MATCHES 24H", "LAST MATCH"], watch_rows)
@@ -359,7 +390,7 @@ def format_status(status: DaemonStatus, health_line: str, now: float) -> str:
     chats = sorted(set(status.queue) | set(status.paused_chats))
     if chats:
         chat_rows = [
-            [chat, str(status.queue.get(chat, 0)), _clip(status.paused_chats.get(chat, ""), 60)]
+            [chat, str(status.queue.get(chat, 0)), clip(status.paused_chats.get(chat, ""), 60)]
             for chat in chats
         ]
         lines += _table(["CHAT", "QUEUED", "PAUSED BECAUSE"], chat_rows)
@@ -390,7 +421,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """The text on one line, cut to ``limit`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -407,13 +439,15 @@ def format_span(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
 
 
-def _when(ts: float | None, now: float) -> str:
+def format_when(ts: float | None, now: float) -> str:
+    """A time relative to ``now``: never, 5m ago, in 20s."""
     if ts is None:
         return "never"
     return f"{format_span(now - ts)} ago" if ts <= now else f"in {format_span(ts - now)}"
 
 
-def _next(feed: FeedStatus, now: float, running: bool) -> str:
+def format_next(feed: FeedStatus, now: float, running: bool) -> str:
+    """When a feed is polled next: disabled, -, due now, in 9m."""
     if not feed.enabled:
         return "disabled"
     if not running or feed.next_poll_at is None:

@@ -8,6 +8,7 @@ poll queues the watchlist's alert for the subscriber's private chat too.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,11 +19,11 @@ import pytest
 from aggregator.bot import Bot
 from aggregator.chats import Chats
 from aggregator.config import load_config
-from aggregator.daemon import Services, services
-from aggregator.pipeline import poll_feed
+from aggregator.daemon import Services, current_status, services
+from aggregator.pipeline import FeedOutcome, poll_feed
+from aggregator.status import StatusTracker
 from aggregator.store import OutboxEntry
 from tests.conftest import TOKEN, write_config
-from tests.daemon_process import DaemonProcess
 from tests.distinct_feed import distinct_feed
 from tests.servers.fake_telegram import FakeTelegram
 from tests.servers.feed_server import FeedServer
@@ -37,6 +38,13 @@ class Running:
     svc: Services
     bot: Bot
     telegram: FakeTelegram
+    tracker: StatusTracker
+
+    async def poll(self) -> FeedOutcome:
+        """Poll the feed once and tell the status about it, as the daemon's scheduler does."""
+        outcome = await poll_feed(self.svc.runtime, self.svc.runtime.loaded.config.feeds[0])
+        self.tracker.record(outcome, time.time())
+        return outcome
 
     async def ask(self, text: str, *, user: int = USER, chat: int | None = None) -> str:
         """Send ``text`` as ``user`` (in their private chat unless ``chat``); the answer."""
@@ -73,9 +81,19 @@ async def running(
     )
     async with services(load_config(config), TOKEN) as svc:
         assert svc.deliverer is not None
-        bot = Bot(svc.runtime, svc.deliverer, svc.sender, poll_timeout_s=2)  # type: ignore[arg-type]
+        tracker = StatusTracker(
+            pid=os.getpid(), started_at=time.time(), feed_states=svc.runtime.store.feed_states()
+        )
+        bot = Bot(
+            svc.runtime,
+            svc.deliverer,
+            svc.sender,  # type: ignore[arg-type]
+            # What the daemon passes, less its scheduler's next polls.
+            status=lambda: current_status(tracker, svc.runtime.loaded, svc, {}),
+            poll_timeout_s=2,
+        )
         task = asyncio.create_task(bot.run())
-        yield Running(svc, bot, telegram)
+        yield Running(svc, bot, telegram, tracker)
         bot.stop()
         await task
     assert telegram.server_errors == []
@@ -100,8 +118,7 @@ async def test_subscriber_commands(running: Running) -> None:
     assert not running.svc.deliverer.all_paused  # type: ignore[union-attr]
 
     # The subscription works: the watchlist's alert comes to the private chat.
-    feed = running.svc.runtime.loaded.config.feeds[0]
-    outcome = await poll_feed(running.svc.runtime, feed)
+    outcome = await running.poll()
     assert len(outcome.alerts) == 2
 
     def alerted() -> bool:
@@ -131,8 +148,7 @@ async def test_admin_commands(running: Running) -> None:
     assert "paused" in await running.ask("/pause", user=ADMIN)
     assert deliverer.all_paused and Chats(running.svc.runtime.store).delivery_paused
     # While paused, alerts wait; /status says so and shows the queue per chat.
-    feed = running.svc.runtime.loaded.config.feeds[0]
-    await poll_feed(running.svc.runtime, feed)  # no subscriber: nothing queued
+    await running.poll()  # no subscriber: nothing queued
     running.svc.runtime.store.commit(alerts=[_alert("@internal_chan")])
     status = await running.ask("/status", user=ADMIN)
     assert "PAUSED" in status and "@internal_chan: 1" in status
@@ -175,39 +191,16 @@ def _alert(chat: str) -> OutboxEntry:
     )
 
 
-async def test_status_still_answers_when_judging_health_fails(running: Running) -> None:
-    def failing() -> str:
-        raise RuntimeError("no status yet")
+async def test_status_still_answers_when_judging_health_fails(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
 
-    running.bot._health = failing
+    monkeypatch.setattr("aggregator.bot.assess", failing)
     status = await running.ask("/status", user=ADMIN)
     assert "Health: unknown (RuntimeError while judging it)" in status
     assert "Delivery: running" in status
-
-
-def test_status_in_the_daemon_gives_the_health_verdict(
-    tmp_path: Path, telegram: FakeTelegram, feed_server: FeedServer
-) -> None:
-    """/status from the running daemon opens with what `aggregator health` would say."""
-    feed_server.add("/wire.xml", distinct_feed("wire", "harbour", 1))
-    config = write_config(
-        tmp_path,
-        feeds=[{"name": "wire", "url": feed_server.url_for("/wire.xml")}],
-        watchlists=[{"name": "harbour", "any": ["harbour"], "channels": ["@internal_chan"]}],
-        telegram={"api_url": telegram.api_url, "admins": [ADMIN]},
-        token=TOKEN,
-    )
-    daemon = DaemonProcess(["run", "-c", str(config)])
-    try:
-        assert daemon.wait_for(r'"feed polled"'), daemon.output()
-        telegram.push_update(text="/status", chat_id=ADMIN, user_id=ADMIN)
-        assert telegram.wait_for_messages(1, 20, chat_id=ADMIN), daemon.output()
-        answer = telegram.sent_to(ADMIN)[-1].plain_text
-        assert "Health: healthy: pid " in answer, answer
-        assert "1/1 feeds ok" in answer and "Delivery: running" in answer, answer
-        assert daemon.terminate() == 0, daemon.output()
-    finally:
-        daemon.close()
 
 
 async def test_an_answer_whose_markup_is_refused_arrives_as_its_plain_text(
@@ -215,5 +208,5 @@ async def test_an_answer_whose_markup_is_refused_arrives_as_its_plain_text(
 ) -> None:
     running.telegram.reject_entities_next(1, chat_id=ADMIN)
     status = await running.ask("/status", user=ADMIN)
-    assert status.startswith("Status\nDelivery: running"), status
+    assert status.startswith("Status\nHealth: healthy: "), status
     assert "<b>" not in status
