@@ -429,8 +429,12 @@ def _strip(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
 def _summary(
     text: str, hits: list[tuple[int, int]], start: int, end: int, cut: bool
 ) -> list[_Line]:
-    """text[start:end] as one line of spans per paragraph, the hits inside it in bold."""
-    inside = [(s, e) for s, e in hits if start <= s and e <= end]
+    """text[start:end] as one line of spans per paragraph, the hits in it in bold.
+
+    A hit that the excerpt cuts is bold as far as it shows: the reader still sees where it
+    matched, and the "matched:" line names it whole.
+    """
+    inside = [(max(s, start), min(e, end)) for s, e in hits if s < end and start < e]
     lines: list[_Line] = []
     for line_start, line_end in _paragraphs(text, start, end):
         spans: list[_Span] = []

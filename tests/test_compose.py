@@ -485,13 +485,33 @@ def test_highlights_only_inside_the_excerpt_and_only_in_the_chosen_field() -> No
     assert "matched: Syria (title), Syria (body)\n#w" in message.html
 
 
-def test_hit_cut_by_the_excerpt_is_not_highlighted() -> None:
+def test_hit_cut_by_the_excerpt_is_highlighted_as_far_as_it_shows() -> None:
     summary = "alpha beta gamma delta epsilon zeta eta theta"
     item = Item(feed="f", title="t", summary=summary)
     hits = (hit_at(item, "summary", "beta"), hit_at(item, "summary", "delta epsilon"))
     options = MessageOptions(max_summary_chars=24)
     message = compose_alert(item, WatchlistMatch("w", hits), source="s", options=options)
-    assert _summary_html(message) == "alpha <b>beta</b> gamma delta…"
+    check_message(message)
+    assert _summary_html(message) == "alpha <b>beta</b> gamma <b>delta</b>…"
+    assert "matched: beta (body), delta epsilon (body)" in message.html
+
+
+def test_arabic_phrase_cut_by_the_excerpt_is_highlighted_as_far_as_it_shows() -> None:
+    # Written for this test (MIT). One long sentence, cut at a word inside the matched phrase.
+    summary = (
+        "انتقد وزير الخارجية في مؤتمر صحفي عقده في العاصمة اليوم التدخل العسكري الروسي"
+        " المتواصل في سوريا منذ أشهر"
+    )
+    item = Item(feed="f", title="t", summary=summary)
+    hits = (hit_at(item, "summary", "التدخل العسكري الروسي", "التدخل العسكري الروسي"),)
+    # Room for the text up to the first letter of "الروسي", one unit being kept for the ellipsis.
+    options = MessageOptions(max_summary_chars=summary.index(" الروسي") + 2)
+    message = compose_alert(item, WatchlistMatch("w", hits), source="s", options=options)
+    text = check_message(message)
+    assert _summary_html(message).endswith("اليوم <b>التدخل العسكري</b>…")
+    assert "الروسي" not in text.split("\n\n")[1]
+    console = render_console(item, WatchlistMatch("w", hits), source="s", options=options)
+    assert "اليوم «التدخل العسكري»…" in console
 
 
 def test_highlight_offsets_survive_dropped_control_characters() -> None:
