@@ -50,7 +50,7 @@ _DROPPED = re.compile(
 )
 _REPLACED = str.maketrans({"\t": " ", "\u2028": "\n", "\u2029": "\n"})
 # The direction controls `rtl` puts at the start of a line.
-_CONTROL_CHARS = rtl.RLM + rtl.LRI + rtl.FSI + rtl.PDI
+_CONTROL_CHARS = rtl.RLM + rtl.LRM + rtl.LRI + rtl.FSI + rtl.PDI
 
 # A sentence ends at a line break, or at . ! ? ؟ … or the Urdu full stop (then any closing
 # quotes or brackets) followed by whitespace or the end (spec/matching.md §2, so "3.5" and
@@ -98,7 +98,12 @@ class _Span:
     href: str | None = None
 
 
-_Line = list[_Span]
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One paragraph of the message, and its direction where the text alone would mislead."""
+
+    spans: list[_Span]
+    direction: str | None = None  # "L" or "R"; None: rtl.paragraph_direction decides
 
 
 def compose_alert(
@@ -111,15 +116,17 @@ def compose_alert(
     """The Telegram message for one item that a watchlist matched."""
     _check_hits(item, match)
     href = _safe_href(item.link)
-    head: list[_Line] = [[_Span(_title(item), bold=True, href=href)]]
+    head = [_Line([_Span(_title(item), bold=True, href=href)])]
     meta = _meta(source, item.published, options.timezone)
     if meta:
-        head.append([_Span(meta)])
+        head.append(_Line([_Span(meta)]))
     tail: list[_Line] = []
     terms = _matched_terms(match.hits, _FIELD_LABELS)
     if terms:
-        tail.append([_Span("matched: " + terms)])
-    tail.append([_Span(_hashtag(match.watchlist))])
+        # An English label before a list that may be all Arabic: the label sets the layout,
+        # "matched:" on the left and the terms after it, whatever script the terms are in.
+        tail.append(_Line([_Span("matched: " + terms)], direction="L"))
+    tail.append(_Line([_Span(_hashtag(match.watchlist))]))
 
     text, hits = _summary_source(item, match.hits)
 
@@ -236,9 +243,11 @@ def render_console(
         lines.append("matched: " + terms)
     text, hits = _summary_source(item, match.hits)
     excerpt = _excerpt(text, options.max_summary_sentences, options.max_summary_chars)
-    for spans in _summary(text, hits, *excerpt):
+    for line in _summary(text, hits, *excerpt):
         lines.append(
-            "".join(f"{bold_on}{span.text}{bold_off}" if span.bold else span.text for span in spans)
+            "".join(
+                f"{bold_on}{span.text}{bold_off}" if span.bold else span.text for span in line.spans
+            )
         )
     return "\n".join(lines)
 
@@ -420,11 +429,15 @@ def _strip(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
 def _summary(
     text: str, hits: list[tuple[int, int]], start: int, end: int, cut: bool
 ) -> list[_Line]:
-    """text[start:end] as one line of spans per paragraph, the hits inside it in bold."""
-    inside = [(s, e) for s, e in hits if start <= s and e <= end]
+    """text[start:end] as one line of spans per paragraph, the hits in it in bold.
+
+    A hit that the excerpt cuts is bold as far as it shows: the reader still sees where it
+    matched, and the "matched:" line names it whole.
+    """
+    inside = [(max(s, start), min(e, end)) for s, e in hits if s < end and start < e]
     lines: list[_Line] = []
     for line_start, line_end in _paragraphs(text, start, end):
-        spans: _Line = []
+        spans: list[_Span] = []
         pos = line_start
         for hit_start, hit_end in inside:
             hit_start, hit_end = max(hit_start, line_start), min(hit_end, line_end)
@@ -436,9 +449,9 @@ def _summary(
             pos = hit_end
         if pos < line_end:
             spans.append(_Span(text[pos:line_end]))
-        lines.append(spans)
+        lines.append(_Line(spans))
     if cut and lines:
-        lines[-1].append(_Span(ELLIPSIS))
+        lines[-1].spans.append(_Span(ELLIPSIS))
     return lines
 
 
@@ -535,10 +548,11 @@ def _assemble(
     )
 
 
-def _render_line(spans: _Line) -> tuple[str, str]:
+def _render_line(line: _Line) -> tuple[str, str]:
     """(html, plain) of one paragraph, with its direction controls."""
+    spans = line.spans
     text = "".join(span.text for span in spans)
-    controls = rtl.bidi_controls(text)
+    controls = rtl.bidi_controls(text, line.direction)
     parts: list[str] = []
     pending = 0
     pos = 0

@@ -8,6 +8,10 @@ isolate (FSI/LRI ... PDI) makes the run one neutral block for the paragraph, so 
 neighbours keep their logical order. The same holds the other way round for an Arabic run
 inside an English paragraph.
 
+Telegram decides a paragraph's direction from its first strong character, which is wrong for an
+Arabic paragraph that opens with a Latin word ("CNN: قال مسؤول ..."); `paragraph_direction`
+decides it from the paragraph's letters instead, and an RLM at the start makes Telegram agree.
+
 A paragraph without any character of the other script gets no control at all, so English-only
 text stays byte-for-byte as written.
 """
@@ -18,6 +22,7 @@ import re
 import unicodedata
 
 RLM = "\u200f"  # right-to-left mark: a strong R character of width zero
+LRM = "\u200e"  # left-to-right mark: a strong L character of width zero
 LRI = "\u2066"  # left-to-right isolate
 FSI = "\u2068"  # first-strong isolate: the run takes the direction of its own first letter
 PDI = "\u2069"  # pop directional isolate: closes LRI/RLI/FSI
@@ -42,8 +47,8 @@ def strong_direction(ch: str) -> str | None:
     return None
 
 
-def paragraph_direction(text: str) -> str | None:
-    """The direction of the paragraph's first strong character, or None when it has none."""
+def first_strong_direction(text: str) -> str | None:
+    """The direction of the text's first strong character, or None when it has none."""
     for ch in text:
         found = strong_direction(ch)
         if found:
@@ -51,20 +56,52 @@ def paragraph_direction(text: str) -> str | None:
     return None
 
 
-def bidi_controls(line: str) -> list[tuple[int, str]]:
+def paragraph_direction(text: str) -> str | None:
+    """The direction a reader expects of the paragraph, or None when it has no letter.
+
+    A paragraph that opens with an Arabic letter is right to left, however many Latin names it
+    holds ("قال Antony Blinken إن Joe Biden ..."): counting letters there would turn it left to
+    right. One that opens with a Latin letter is right to left when Arabic letters outnumber the
+    Latin ones: Arabic headlines often open with a source, acronym or brand ("CNN: قال ...",
+    "NATO يحذر ..."), while an English sentence that quotes an Arabic name stays mostly Latin.
+    Letters inside URLs are not counted: a link says nothing of the language around it.
+    """
+    first = first_strong_direction(text)
+    if first != "L":
+        return first
+    counts = {"L": 0, "R": 0}
+    pos = 0
+    # The empty span at the end counts the letters after the last URL.
+    for url_start, url_end in [*_url_spans(text), (len(text), len(text))]:
+        for ch in text[pos:url_start]:
+            found = strong_direction(ch)
+            if found:
+                counts[found] += 1
+        pos = url_end
+    return "R" if counts["R"] > counts["L"] else "L"
+
+
+def bidi_controls(line: str, direction: str | None = None) -> list[tuple[int, str]]:
     """Controls to insert into one paragraph (no newline in it), as (offset, control), sorted.
 
-    A right-to-left paragraph gets RLM at its start, each Latin run an FSI ... PDI pair and each
-    URL an LRI ... PDI pair. A left-to-right paragraph gets FSI ... PDI around each Arabic run
-    outside URLs, and nothing else.
+    `direction` ("L" or "R") overrides `paragraph_direction`, for a line whose language the
+    caller knows (the alert's English labels). A right-to-left paragraph gets RLM at its start,
+    each Latin run an FSI ... PDI pair and each URL an LRI ... PDI pair. A left-to-right
+    paragraph gets FSI ... PDI around each Arabic run outside URLs, and LRM at its start only
+    if its first letter is Arabic.
     """
-    direction = paragraph_direction(line)
-    if direction is None:
+    first = first_strong_direction(line)
+    if first is None:
         return []
+    direction = direction or paragraph_direction(line)
     other = "L" if direction == "R" else "R"
     controls: list[tuple[int, str]] = []
+    # Telegram takes the direction from the first strong character: a mark of the right
+    # direction at the start is one.
     if direction == "R":
         controls.append((0, RLM))
+    elif first == "R":
+        controls.append((0, LRM))
     lo = 0
     for url_start, url_end in _url_spans(line):
         controls.extend(_isolate_runs(line, lo, url_start, other))

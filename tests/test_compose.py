@@ -133,7 +133,9 @@ def check_message(message: Message) -> str:
     assert utf16_len(message.plain) <= TELEGRAM_LIMIT
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", message.html + message.plain)
     # `plain` is the HTML's text plus the link on its own line under the title.
-    href = re.match(r'\u200f?<b><a href="([^"]*)">', message.html)
+    # Controls at the title's start (RLM, and FSI when it opens with a Latin word) stand
+    # before its tags.
+    href = re.match(f'[{"".join(CONTROLS)}]*<b><a href="([^"]*)">', message.html)
     plain_lines = message.plain.split("\n")
     if href:
         assert plain_lines.pop(1) == telegram_text(href.group(1))
@@ -252,9 +254,11 @@ def test_golden_arabic_item() -> None:
     )
     assert_golden("arabic", message)
     text = check_message(message)
-    # Every paragraph whose first letter is Arabic starts with RLM; the rest do not.
+    # Every paragraph that reads right to left starts with RLM; the rest do not. The "matched:"
+    # line is the bot's English label, left to right even when its terms are all Arabic.
     for line in text.split("\n"):
-        assert line.startswith(RLM) == (rtl.paragraph_direction(line) == "R"), line
+        direction = "L" if line.startswith("matched: ") else rtl.paragraph_direction(line)
+        assert line.startswith(RLM) == (direction == "R"), line
     # Three lead sentences: the dateline, the lead, and the statement up to its first full stop.
     assert RLM + 'المصدر: "وكالات"' + "\n" in text
     assert "شريك أساسي في أي حل.\n\n" in text
@@ -378,6 +382,42 @@ def test_golden_mixed_item() -> None:
     assert hashtag == f"{RLM}#روسيا_والناتو"
 
 
+def test_arabic_item_opening_with_latin_names_reads_right_to_left() -> None:
+    # Written for this test (MIT), in the style of Arabic wire copy that credits its source.
+    item = Item(
+        feed="wire-ar",
+        title="CNN: مسؤول أمريكي يؤكد انسحاب القوات من شمال سوريا",
+        link="https://wire.example/ar/1",
+        summary="Reuters - أعلنت وزارة الدفاع أن القوات ستغادر سوريا خلال أسابيع.",
+        published=PUBLISHED,
+    )
+    match = WatchlistMatch(
+        watchlist="سوريا",
+        hits=(
+            hit_at(item, "title", "انسحاب القوات"),
+            hit_at(item, "summary", "وزارة الدفاع"),
+            hit_at(item, "summary", "سوريا"),
+        ),
+    )
+    message = compose_alert(item, match, source="wire-ar")
+    text = check_message(message)
+    title, _, _, summary, _, matched, hashtag = text.split("\n")
+    assert title == f"{RLM}{FSI}CNN{PDI}: مسؤول أمريكي يؤكد انسحاب القوات من شمال سوريا"
+    assert (
+        summary
+        == f"{RLM}{FSI}Reuters{PDI} - أعلنت وزارة الدفاع أن القوات ستغادر سوريا خلال أسابيع."
+    )
+    assert message.html.startswith(f'{RLM}{FSI}<b><a href="https://wire.example/ar/1">CNN{PDI}:')
+    assert "أعلنت <b>وزارة الدفاع</b> أن القوات ستغادر <b>سوريا</b> خلال" in message.html
+    # The bot's own English label leads this line, although most of its letters are Arabic:
+    # left to right, the Arabic terms isolated.
+    assert matched == (
+        f"matched: {FSI}انسحاب القوات{PDI} (title), {FSI}وزارة الدفاع{PDI} (body),"
+        f" {FSI}سوريا{PDI} (body)"
+    )
+    assert hashtag == f"{RLM}#سوريا"
+
+
 def test_golden_title_with_markup_characters() -> None:
     item = Item(
         feed="tech",
@@ -445,13 +485,33 @@ def test_highlights_only_inside_the_excerpt_and_only_in_the_chosen_field() -> No
     assert "matched: Syria (title), Syria (body)\n#w" in message.html
 
 
-def test_hit_cut_by_the_excerpt_is_not_highlighted() -> None:
+def test_hit_cut_by_the_excerpt_is_highlighted_as_far_as_it_shows() -> None:
     summary = "alpha beta gamma delta epsilon zeta eta theta"
     item = Item(feed="f", title="t", summary=summary)
     hits = (hit_at(item, "summary", "beta"), hit_at(item, "summary", "delta epsilon"))
     options = MessageOptions(max_summary_chars=24)
     message = compose_alert(item, WatchlistMatch("w", hits), source="s", options=options)
-    assert _summary_html(message) == "alpha <b>beta</b> gamma delta…"
+    check_message(message)
+    assert _summary_html(message) == "alpha <b>beta</b> gamma <b>delta</b>…"
+    assert "matched: beta (body), delta epsilon (body)" in message.html
+
+
+def test_arabic_phrase_cut_by_the_excerpt_is_highlighted_as_far_as_it_shows() -> None:
+    # Written for this test (MIT). One long sentence, cut at a word inside the matched phrase.
+    summary = (
+        "انتقد وزير الخارجية في مؤتمر صحفي عقده في العاصمة اليوم التدخل العسكري الروسي"
+        " المتواصل في سوريا منذ أشهر"
+    )
+    item = Item(feed="f", title="t", summary=summary)
+    hits = (hit_at(item, "summary", "التدخل العسكري الروسي", "التدخل العسكري الروسي"),)
+    # Room for the text up to the first letter of "الروسي", one unit being kept for the ellipsis.
+    options = MessageOptions(max_summary_chars=summary.index(" الروسي") + 2)
+    message = compose_alert(item, WatchlistMatch("w", hits), source="s", options=options)
+    text = check_message(message)
+    assert _summary_html(message).endswith("اليوم <b>التدخل العسكري</b>…")
+    assert "الروسي" not in text.split("\n\n")[1]
+    console = render_console(item, WatchlistMatch("w", hits), source="s", options=options)
+    assert "اليوم «التدخل العسكري»…" in console
 
 
 def test_highlight_offsets_survive_dropped_control_characters() -> None:
