@@ -686,23 +686,29 @@ item_of(PyObject *list, PyObject *index)
 }
 
 PyDoc_STRVAR(add_ids_doc,
-"add_ids(into, single_ids, pair_ids, longer) -> None\n\n"
+"add_ids(into, every, single_ids, pair_ids, longer) -> None\n\n"
 "index.py's _add_ids_python, in C.");
+
+static int
+add_id(PyObject *into, PyObject *every, PyObject *term_id)
+{
+    return PySet_Add(into, term_id) < 0 || PyList_Append(every, term_id) < 0 ? -1 : 0;
+}
 
 static PyObject *
 add_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "add_ids() takes 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "add_ids() takes 5 arguments");
         return NULL;
     }
-    PyObject *into = args[0], *longer = args[3];
-    if (!PySet_Check(into) || !PyList_Check(longer)) {
+    PyObject *into = args[0], *every = args[1], *longer = args[4];
+    if (!PySet_Check(into) || !PyList_Check(every) || !PyList_Check(longer)) {
         bad_input("add_ids() was given arguments of the wrong types");
         return NULL;
     }
-    for (int which = 1; which <= 2; which++) {
+    for (int which = 2; which <= 3; which++) {
         PyObject *groups = args[which];
         if (!PyList_Check(groups)) {
             bad_input("term ids are not a list");
@@ -715,7 +721,7 @@ add_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             }
             for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(group); k++) {
-                if (PySet_Add(into, PyTuple_GET_ITEM(group, k)) < 0) {
+                if (add_id(into, every, PyTuple_GET_ITEM(group, k)) < 0) {
                     return NULL;
                 }
             }
@@ -727,22 +733,54 @@ add_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             bad_input("a longer phrase is not a tuple of 3");
             return NULL;
         }
-        if (PySet_Add(into, PyTuple_GET_ITEM(entry, 2)) < 0) {
+        if (add_id(into, every, PyTuple_GET_ITEM(entry, 2)) < 0) {
             return NULL;
         }
     }
     Py_RETURN_NONE;
 }
 
-/* Add every item of a tuple to a set. */
+/* The roles that the terms found give each watchlist, by watchlist index. */
+enum { FIRES = 1, VETOED = 2, EVALUATE = 4 };
+
+typedef struct {
+    unsigned char *roles;   /* one byte of role bits per watchlist */
+    PyObject **objects;     /* the int object of each index marked (borrowed) */
+    Py_ssize_t *marked;     /* the indexes marked, in order */
+    Py_ssize_t marked_count;
+    Py_ssize_t count;       /* number of watchlists */
+} Roles;
+
 static int
-add_all(PyObject *set, PyObject *items)
+mark(Roles *roles, PyObject *index_object, int role)
 {
-    if (!PyTuple_Check(items)) {
+    Py_ssize_t index = index_value(index_object);
+    if (index == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (index < 0) {  /* -1: no watchlist in this role */
+        return 0;
+    }
+    if (index >= roles->count) {
+        PyErr_SetString(PyExc_IndexError, "matching kernel: watchlist index out of range");
+        return -1;
+    }
+    if (!roles->roles[index]) {
+        roles->objects[index] = index_object;
+        roles->marked[roles->marked_count++] = index;
+    }
+    roles->roles[index] |= (unsigned char)role;
+    return 0;
+}
+
+static int
+mark_all(Roles *roles, PyObject *indexes, int role)
+{
+    if (!PyTuple_Check(indexes)) {
         return bad_input("watchlist indexes are not a tuple");
     }
-    for (Py_ssize_t n = 0; n < PyTuple_GET_SIZE(items); n++) {
-        if (PySet_Add(set, PyTuple_GET_ITEM(items, n)) < 0) {
+    for (Py_ssize_t n = 0; n < PyTuple_GET_SIZE(indexes); n++) {
+        if (mark(roles, PyTuple_GET_ITEM(indexes, n), role) < 0) {
             return -1;
         }
     }
@@ -754,123 +792,119 @@ add_all(PyObject *set, PyObject *items)
 static PyObject *
 roles_of(PyObject *several, PyObject *term_id, int *failed)
 {
-    PyObject *roles = PyDict_GetItemWithError(several, term_id);
-    if (roles == NULL) {
+    PyObject *found = PyDict_GetItemWithError(several, term_id);
+    if (found == NULL) {
         *failed = PyErr_Occurred() ? -1 : 0;
         return NULL;
     }
-    if (!PyTuple_Check(roles) || PyTuple_GET_SIZE(roles) != 3) {
+    if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 3) {
         *failed = bad_input("a term's watchlists are not a tuple of 3");
         return NULL;
     }
-    return roles;
+    return found;
+}
+
+/* Whether watchlist `index` (an int object, -1 for none) is a simple watchlist that fires. */
+static int
+fires(const Roles *roles, PyObject *index_object)
+{
+    Py_ssize_t index = index_value(index_object);
+    if (index == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return index >= 0 && index < roles->count && (roles->roles[index] & (FIRES | VETOED)) == FIRES;
 }
 
 PyDoc_STRVAR(triage_doc,
-"triage(present, any_of, none_of, other_of, several, always) -> (fired, others, wanted)\n\n"
-"matcher.py's _triage_python, in C.");
+"triage(found, any_of, none_of, other_of, several, always, count)\n"
+"    -> (fired, others, wanted)\n\n"
+"matcher.py's _triage_python, in C (count: the number of watchlists).");
 
 static PyObject *
 triage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "triage() takes 6 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "triage() takes 7 arguments");
         return NULL;
     }
-    PyObject *present = args[0], *tables[3] = {args[1], args[2], args[3]};
+    PyObject *found_ids = args[0], *tables[3] = {args[1], args[2], args[3]};
     PyObject *several = args[4], *always = args[5];
-    if (!PyAnySet_Check(present) || !PyDict_Check(several)) {
+    Py_ssize_t count = PyLong_AsSsize_t(args[6]);
+    if (count == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyList_Check(found_ids) || !PyDict_Check(several) || !PyTuple_Check(always)
+        || count < 0) {
         bad_input("triage() was given arguments of the wrong types");
         return NULL;
     }
-    /* fired, vetoed, others, wanted; and the terms found that have several watchlists */
-    PyObject *sets[4] = {PySet_New(NULL), PySet_New(NULL), PySet_New(NULL), PySet_New(NULL)};
-    PyObject *shared = PyList_New(0), *iterator = NULL, *term_id = NULL, *minus_one = NULL;
-    PyObject *result = NULL;
-    if (sets[0] == NULL || sets[1] == NULL || sets[2] == NULL || sets[3] == NULL
-        || shared == NULL || add_all(sets[2], always) < 0) {
+    static const int role_of_table[3] = {FIRES, VETOED, EVALUATE};
+    Roles roles = {PyMem_Calloc((size_t)count + 1, 1),
+                   PyMem_Calloc((size_t)count + 1, sizeof(PyObject *)),
+                   PyMem_Calloc((size_t)count + 1, sizeof(Py_ssize_t)), 0, count};
+    PyObject *fired = PySet_New(NULL), *others = PySet_New(NULL), *wanted = PySet_New(NULL);
+    PyObject *shared = PyList_New(0), *result = NULL;
+    if (roles.roles == NULL || roles.objects == NULL || roles.marked == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
-    /* Each term found: the watchlists it fires, vetoes or concerns. */
-    iterator = PyObject_GetIter(present);
-    if (iterator == NULL) {
+    if (fired == NULL || others == NULL || wanted == NULL || shared == NULL
+        || mark_all(&roles, always, EVALUATE) < 0) {
         goto done;
     }
-    while ((term_id = PyIter_Next(iterator)) != NULL) {
-        for (int role = 0; role < 3; role++) {
-            PyObject *index = item_of(tables[role], term_id);
-            if (index == NULL || PySet_Add(sets[role], index) < 0) {
+    /* Each term found marks the watchlists it fires, vetoes or makes to evaluate (a term found
+     * twice marks the same again). The list is only read: no Python code runs here. */
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(found_ids); n++) {
+        PyObject *term_id = PyList_GET_ITEM(found_ids, n);
+        for (int table = 0; table < 3; table++) {
+            PyObject *index = item_of(tables[table], term_id);
+            if (index == NULL || mark(&roles, index, role_of_table[table]) < 0) {
                 goto done;
             }
         }
         int failed = 0;
-        PyObject *roles = roles_of(several, term_id, &failed);
-        if (failed || (roles != NULL
-                       && (add_all(sets[0], PyTuple_GET_ITEM(roles, 0)) < 0
-                           || add_all(sets[1], PyTuple_GET_ITEM(roles, 1)) < 0
-                           || add_all(sets[2], PyTuple_GET_ITEM(roles, 2)) < 0
+        PyObject *found = roles_of(several, term_id, &failed);
+        if (failed || (found != NULL
+                       && (mark_all(&roles, PyTuple_GET_ITEM(found, 0), FIRES) < 0
+                           || mark_all(&roles, PyTuple_GET_ITEM(found, 1), VETOED) < 0
+                           || mark_all(&roles, PyTuple_GET_ITEM(found, 2), EVALUATE) < 0
                            || PyList_Append(shared, term_id) < 0))) {
             goto done;
         }
-        Py_CLEAR(term_id);
     }
-    if (PyErr_Occurred()) {
-        goto done;
-    }
-    Py_CLEAR(iterator);
-    /* fired -= vetoed; -1 (no watchlist in that role) is no watchlist. */
-    minus_one = PyLong_FromLong(-1);
-    if (minus_one == NULL) {
-        goto done;
-    }
-    iterator = PyObject_GetIter(sets[1]);
-    if (iterator == NULL) {
-        goto done;
-    }
-    while ((term_id = PyIter_Next(iterator)) != NULL) {
-        if (PySet_Discard(sets[0], term_id) < 0) {
+    for (Py_ssize_t n = 0; n < roles.marked_count; n++) {
+        Py_ssize_t index = roles.marked[n];
+        unsigned char role = roles.roles[index];
+        if (((role & (FIRES | VETOED)) == FIRES && PySet_Add(fired, roles.objects[index]) < 0)
+            || ((role & EVALUATE) && PySet_Add(others, roles.objects[index]) < 0)) {
             goto done;
         }
-        Py_CLEAR(term_id);
-    }
-    if (PyErr_Occurred()) {
-        goto done;
-    }
-    Py_CLEAR(iterator);
-    if (PySet_Discard(sets[0], minus_one) < 0 || PySet_Discard(sets[2], minus_one) < 0) {
-        goto done;
     }
     /* The terms to make hits of: those of a simple watchlist that fired. */
-    iterator = PyObject_GetIter(present);
-    if (iterator == NULL) {
-        goto done;
-    }
-    while ((term_id = PyIter_Next(iterator)) != NULL) {
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(found_ids); n++) {
+        PyObject *term_id = PyList_GET_ITEM(found_ids, n);
         PyObject *index = item_of(tables[0], term_id);
-        int in = index == NULL ? -1 : PySet_Contains(sets[0], index);
-        if (in < 0 || (in && PySet_Add(sets[3], term_id) < 0)) {
+        int in = index == NULL ? -1 : fires(&roles, index);
+        if (in < 0 || (in && PySet_Add(wanted, term_id) < 0)) {
             goto done;
         }
-        Py_CLEAR(term_id);
-    }
-    if (PyErr_Occurred()) {
-        goto done;
     }
     for (Py_ssize_t n = 0; n < PyList_GET_SIZE(shared); n++) {
         PyObject *shared_id = PyList_GET_ITEM(shared, n);
         int failed = 0;
-        PyObject *roles = roles_of(several, shared_id, &failed);
+        PyObject *found = roles_of(several, shared_id, &failed);
         if (failed) {
             goto done;
         }
-        if (roles == NULL) {  /* gone from `several` since the first pass: not ours to guess */
-            continue;
+        PyObject *in_any = found == NULL ? NULL : PyTuple_GET_ITEM(found, 0);
+        if (in_any != NULL && !PyTuple_Check(in_any)) {
+            bad_input("watchlist indexes are not a tuple");
+            goto done;
         }
-        PyObject *in_any = PyTuple_GET_ITEM(roles, 0);
-        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(in_any); k++) {
-            int in = PySet_Contains(sets[0], PyTuple_GET_ITEM(in_any, k));
-            if (in < 0 || (in && PySet_Add(sets[3], shared_id) < 0)) {
+        for (Py_ssize_t k = 0; in_any != NULL && k < PyTuple_GET_SIZE(in_any); k++) {
+            int in = fires(&roles, PyTuple_GET_ITEM(in_any, k));
+            if (in < 0 || (in && PySet_Add(wanted, shared_id) < 0)) {
                 goto done;
             }
             if (in) {
@@ -878,15 +912,15 @@ triage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
-    result = PyTuple_Pack(3, sets[0], sets[2], sets[3]);
+    result = PyTuple_Pack(3, fired, others, wanted);
 done:
-    Py_XDECREF(term_id);
-    Py_XDECREF(iterator);
-    Py_XDECREF(minus_one);
+    PyMem_Free(roles.roles);
+    PyMem_Free(roles.objects);
+    PyMem_Free(roles.marked);
+    Py_XDECREF(fired);
+    Py_XDECREF(others);
+    Py_XDECREF(wanted);
     Py_XDECREF(shared);
-    for (int n = 0; n < 4; n++) {
-        Py_XDECREF(sets[n]);
-    }
     return result;
 }
 

@@ -35,17 +35,19 @@ def group(
 ) -> None: ...
 def add_ids(
     into: set[int],
+    every: list[int],
     single_ids: list[tuple[int, ...]],
     pair_ids: list[tuple[int, ...]],
     longer: list[Found],
     /,
 ) -> None: ...
 def triage(
-    present: Set[int],
+    found: list[int],
     any_of: list[int],
     none_of: list[int],
     other_of: list[int],
     several: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
     always: tuple[int, ...],
+    count: int,
     /,
 ) -> tuple[set[int], set[int], set[int]]: ...

@@ -130,9 +130,10 @@ class FieldScan:
     pair_ids: list[tuple[int, ...]]  # ... and the ids of those phrases
     longer: list[Found]  # the other phrases (3+ words, `*` or case rules on later words)
 
-    def add_term_ids(self, into: set[int]) -> None:
-        """Add the ids of every term found here to ``into``."""
-        _add_ids(into, self.single_ids, self.pair_ids, self.longer)
+    def add_term_ids(self, into: set[int], every: list[int]) -> None:
+        """Add the id of every term found here to ``into``, and to ``every`` once per
+        occurrence."""
+        _add_ids(into, every, self.single_ids, self.pair_ids, self.longer)
 
     def hits(
         self, term_ids: Set[int], name: str, original: str, term_texts: Sequence[str]
@@ -172,15 +173,17 @@ class FieldScan:
 
 def _add_ids_python(
     into: set[int],
+    every: list[int],
     single_ids: list[tuple[int, ...]],
     pair_ids: list[tuple[int, ...]],
     longer: list[Found],
 ) -> None:
-    """Add the term ids of a field's scan to a set (the reference implementation of
-    _kernel.add_ids)."""
-    into.update(chain.from_iterable(single_ids))
-    into.update(chain.from_iterable(pair_ids))
-    into.update(map(_TERM_ID, longer))
+    """Add the term ids of a field's scan to a set, and to a list once per occurrence (the
+    reference implementation of _kernel.add_ids)."""
+    found = list(chain(chain.from_iterable(single_ids), chain.from_iterable(pair_ids)))
+    found += map(_TERM_ID, longer)
+    into.update(found)
+    every += found
 
 
 def _hits_python(

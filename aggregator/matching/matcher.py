@@ -96,10 +96,21 @@ class _Scan:
         found = self.present_cache.get(fields)
         if found is None:
             found = self.present_cache[fields] = set()
+            every: list[int] = []
             for name in fields:
                 if name in self.fields:
-                    self.fields[name].add_term_ids(found)
+                    self.fields[name].add_term_ids(found, every)
         return found
+
+    def found(self) -> list[int]:
+        """Ids of the terms found in any field, once per occurrence (and, as a set, what
+        ``present(FIELDS)`` returns)."""
+        present: set[int] = set()
+        every: list[int] = []
+        for field_scan in self.fields.values():
+            field_scan.add_term_ids(present, every)
+        self.present_cache[FIELDS] = present
+        return every
 
     def hits(self, term_ids: Set[int], term_texts: Sequence[str]) -> _Hits:
         """Every Hit of these terms (each field is walked once for all of them)."""
@@ -135,21 +146,24 @@ def _group_python(
 
 
 def _triage_python(
-    present: Set[int],
+    found: list[int],
     any_of: list[int],
     none_of: list[int],
     other_of: list[int],
     several: dict[int, _Roles],
     always: tuple[int, ...],
+    count: int,
 ) -> tuple[set[int], set[int], set[int]]:
-    """From the terms found: the simple watchlists that fire (one of their `any` terms found
-    and none of their `none` terms), the other watchlists to evaluate, and the terms to make
-    hits of for the simple ones (the reference implementation of _kernel.triage).
+    """From the terms found (each once or more): the simple watchlists that fire (one of
+    their `any` terms found and none of their `none` terms), the other watchlists to evaluate,
+    and the terms to make hits of for the simple ones (the reference implementation of
+    _kernel.triage).
 
     ``any_of``, ``none_of`` and ``other_of`` give each term's one watchlist in that role (-1:
     none, or several, which ``several`` lists); ``always`` are the watchlists that can fire with
-    no term found.
+    no term found; ``count`` is the number of watchlists.
     """
+    present = set(found)
     fired = set(map(any_of.__getitem__, present))
     vetoed = set(map(none_of.__getitem__, present))
     others = set(map(other_of.__getitem__, present))
@@ -310,10 +324,15 @@ class Matcher:
     ) -> list[WatchlistMatch]:
         """The watchlists that fire on an item, in config order, each with its positive hits."""
         scan = self._scan(fields)
-        present = scan.present(FIELDS)
         any_of = self._any_of
         fired, others, wanted = _triage(
-            present, any_of, self._none_of, self._other_of, self._several, self._always
+            scan.found(),
+            any_of,
+            self._none_of,
+            self._other_of,
+            self._several,
+            self._always,
+            len(self._watchlists),
         )
         # The others fire as their rules say, and report the hits of their positive terms.
         positives: dict[int, Set[int]] = {}
