@@ -34,6 +34,10 @@ enum {
     E_SIZE
 };
 
+/* The shared empty tuple and 0 (see PyInit__kernel). */
+static PyObject *empty_tuple = NULL;
+static PyObject *zero = NULL;
+
 static int
 bad_input(const char *what)
 {
@@ -147,38 +151,54 @@ find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 continue;
             }
         }
+        /* Most entries have no one-word terms, no `*` phrases or no bits: the shared empty
+         * tuple and the shared 0, compared by address without reading the objects (each entry's
+         * own objects are scattered in memory, and reading them is most of this loop's time). */
         PyObject *singles = PyTuple_GET_ITEM(entry, E_SINGLES);
-        if (!PyTuple_Check(singles)) {
-            bad_input("one-word terms are not a tuple");
-            goto error;
-        }
-        if (PyTuple_GET_SIZE(singles)
-            && (append_index(single_at, index) < 0 || PyList_Append(single_ids, singles) < 0)) {
-            goto error;
+        if (singles != empty_tuple) {
+            if (!PyTuple_Check(singles)) {
+                bad_input("one-word terms are not a tuple");
+                goto error;
+            }
+            if (PyTuple_GET_SIZE(singles)
+                && (append_index(single_at, index) < 0
+                    || PyList_Append(single_ids, singles) < 0)) {
+                goto error;
+            }
         }
         if (!phrases) {
             continue;
         }
         PyObject *others = PyTuple_GET_ITEM(entry, E_OTHERS);
-        if (!PyTuple_Check(others)) {
-            bad_input("`*` phrases are not a tuple");
-            goto error;
+        if (others != empty_tuple) {
+            if (!PyTuple_Check(others)) {
+                bad_input("`*` phrases are not a tuple");
+                goto error;
+            }
+            if (PyTuple_GET_SIZE(others) && append_index(star_at, index) < 0) {
+                goto error;
+            }
         }
-        if (PyTuple_GET_SIZE(others) && append_index(star_at, index) < 0) {
-            goto error;
+        PyObject *needs_bits = PyTuple_GET_ITEM(entry, E_NEEDS);
+        if (needs_bits == zero || index + 1 >= count) {
+            continue;
         }
-        long needs = small_int(PyTuple_GET_ITEM(entry, E_NEEDS));
+        long needs = small_int(needs_bits);
         if (needs == -1 && PyErr_Occurred()) {
             goto error;
         }
-        if (!needs || index + 1 >= count) {
+        if (!needs) {
             continue;
         }
         PyObject *next = entry_at(tokens, index + 1);
         if (next == NULL) {
             goto error;
         }
-        long is = small_int(PyTuple_GET_ITEM(next, E_IS));
+        PyObject *is_bits = PyTuple_GET_ITEM(next, E_IS);
+        if (is_bits == zero) {
+            continue;
+        }
+        long is = small_int(is_bits);
         if (is == -1 && PyErr_Occurred()) {
             goto error;
         }
@@ -595,8 +615,23 @@ error:
     return NULL;
 }
 
+/* list[index] for an int index, as a borrowed reference; NULL on error. */
+static PyObject *
+item_of(PyObject *list, PyObject *index)
+{
+    Py_ssize_t at = index_value(index);
+    if (at == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyList_Check(list)) {
+        bad_input("a term table is not a list");
+        return NULL;
+    }
+    return PyList_GetItem(list, at);
+}
+
 PyDoc_STRVAR(group_doc,
-"group(hits, owners, any_of, lists, several) -> None\n\n"
+"group(hits, owners, any_of, fired, several) -> {watchlist index: hits}\n\n"
 "matcher.py's _group_python, in C.");
 
 static int
@@ -620,38 +655,51 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "group() takes 5 arguments");
         return NULL;
     }
-    PyObject *hit_list = args[0], *owners = args[1], *any_of = args[2], *lists = args[3];
+    PyObject *hit_list = args[0], *owners = args[1], *any_of = args[2], *fired = args[3];
     PyObject *several = args[4];
     if (!PyList_Check(hit_list) || !PyList_Check(owners) || !PyList_Check(any_of)
-        || !PyDict_Check(lists) || !PyDict_Check(several)
+        || !PyAnySet_Check(fired) || !PyDict_Check(several)
         || PyList_GET_SIZE(hit_list) != PyList_GET_SIZE(owners)) {
         bad_input("group() was given arguments of the wrong types");
         return NULL;
     }
+    /* A list per watchlist that fired, then each hit added to those of its term's. */
+    PyObject *lists = PyDict_New(), *iterator = PyObject_GetIter(fired), *index = NULL;
+    if (lists == NULL || iterator == NULL) {
+        goto error;
+    }
+    while ((index = PyIter_Next(iterator)) != NULL) {
+        PyObject *list = PyList_New(0);
+        int failed = list == NULL || PyDict_SetItem(lists, index, list) < 0;
+        Py_XDECREF(list);
+        Py_CLEAR(index);
+        if (failed) {
+            goto error;
+        }
+    }
+    if (PyErr_Occurred()) {
+        goto error;
+    }
     for (Py_ssize_t n = 0; n < PyList_GET_SIZE(hit_list); n++) {
         PyObject *hit = PyList_GET_ITEM(hit_list, n), *term_id = PyList_GET_ITEM(owners, n);
-        Py_ssize_t term = index_value(term_id);
-        if (term == -1 && PyErr_Occurred()) {
-            return NULL;
+        PyObject *own = item_of(any_of, term_id);
+        if (own == NULL) {
+            goto error;
         }
-        PyObject *index = PyList_GetItem(any_of, term);
-        if (index == NULL) {
-            return NULL;
-        }
-        int in = PyDict_Contains(lists, index);
+        int in = PyDict_Contains(lists, own);
         if (in < 0) {
-            return NULL;
+            goto error;
         }
         if (in) {
-            if (add_to(lists, index, hit) < 0) {
-                return NULL;
+            if (add_to(lists, own, hit) < 0) {
+                goto error;
             }
             continue;
         }
         PyObject *roles = PyDict_GetItemWithError(several, term_id);
         if (roles == NULL) {
             if (PyErr_Occurred()) {
-                return NULL;
+                goto error;
             }
             continue;
         }
@@ -659,30 +707,33 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                ? PyTuple_GET_ITEM(roles, 0) : NULL;
         if (in_any == NULL || !PyTuple_Check(in_any)) {
             bad_input("a term's watchlists are not a tuple of tuples");
-            return NULL;
+            goto error;
         }
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(in_any); k++) {
             if (add_to(lists, PyTuple_GET_ITEM(in_any, k), hit) < 0) {
-                return NULL;
+                goto error;
             }
         }
     }
-    Py_RETURN_NONE;
-}
-
-/* list[index] for an int index, as a borrowed reference; NULL on error. */
-static PyObject *
-item_of(PyObject *list, PyObject *index)
-{
-    Py_ssize_t at = index_value(index);
-    if (at == -1 && PyErr_Occurred()) {
-        return NULL;
+    /* Each watchlist's hits as the tuple its WatchlistMatch holds. Replacing the value of an
+     * existing key does not resize the dict, so iterating it meanwhile is safe. */
+    Py_ssize_t position = 0;
+    PyObject *key, *list;
+    while (PyDict_Next(lists, &position, &key, &list)) {
+        PyObject *hits = PyList_AsTuple(list);
+        if (hits == NULL || PyDict_SetItem(lists, key, hits) < 0) {
+            Py_XDECREF(hits);
+            goto error;
+        }
+        Py_DECREF(hits);
     }
-    if (!PyList_Check(list)) {
-        bad_input("a term table is not a list");
-        return NULL;
-    }
-    return PyList_GetItem(list, at);
+    Py_DECREF(iterator);
+    return lists;
+error:
+    Py_XDECREF(index);
+    Py_XDECREF(iterator);
+    Py_XDECREF(lists);
+    return NULL;
 }
 
 PyDoc_STRVAR(add_ids_doc,
@@ -948,5 +999,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__kernel(void)
 {
+    /* In CPython these are the interpreter's own () and 0, shared by every empty tuple and
+     * every 0; if not, the comparisons with them are merely never true. Kept for the
+     * process's lifetime. */
+    empty_tuple = PyTuple_New(0);
+    zero = PyLong_FromLong(0);
+    if (empty_tuple == NULL || zero == NULL) {
+        return NULL;
+    }
     return PyModule_Create(&module);
 }

@@ -29,10 +29,10 @@ def group(
     hits: list[Hit],
     owners: list[int],
     any_of: list[int],
-    lists: dict[int, list[Hit]],
+    fired: Set[int],
     several: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
     /,
-) -> None: ...
+) -> dict[int, tuple[Hit, ...]]: ...
 def add_ids(
     into: set[int],
     every: list[int],

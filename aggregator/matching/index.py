@@ -71,7 +71,16 @@ _SECOND_BITS: Final = 30  # one digit of a Python int: the & stays cheap
 
 
 def _second_bit(key: str) -> int:
-    return 1 << (hash(key) % _SECOND_BITS)
+    return _shared(1 << (hash(key) % _SECOND_BITS))
+
+
+_SHARED_INTS: dict[int, int] = {}
+
+
+def _shared(number: int) -> int:
+    """One int object per value: the scan reads the bit sets of thousands of tokens' entries,
+    and a few hundred shared objects stay in the CPU's cache where one per entry would not."""
+    return _SHARED_INTS.setdefault(number, number)
 
 
 _TERM_ID = itemgetter(2)
@@ -431,7 +440,7 @@ class TermIndex:
             tuple(singles),
             {k: tuple(v) for k, v in plain.items()} if plain else _NO_PAIRS,
             tuple(others),
-            needs,
+            _shared(needs),
             _second_bit(key) if key in self._second_keys else 0,
             {k: tuple(v) for k, v in checked.items()} if checked else _NO_CHECKED,
             case,

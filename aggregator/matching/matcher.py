@@ -129,12 +129,12 @@ def _group_python(
     hits: list[Hit],
     owners: list[int],
     any_of: list[int],
-    lists: dict[int, list[Hit]],
+    fired: Set[int],
     several: dict[int, _Roles],
-) -> None:
-    """Add each hit to the list of every simple watchlist in ``lists`` that has its term
-    (owners[n] is the term id of hits[n]) among its `any` terms (the reference implementation
-    of _kernel.group)."""
+) -> dict[int, tuple[Hit, ...]]:
+    """The hits of each simple watchlist that fired: those of its `any` terms, in order
+    (owners[n] is the term id of hits[n]; the reference implementation of _kernel.group)."""
+    lists: dict[int, list[Hit]] = {index: [] for index in fired}
     for hit, term_id in zip(hits, owners, strict=True):
         index = any_of[term_id]
         if index in lists:
@@ -143,6 +143,7 @@ def _group_python(
             for index in several[term_id][0]:
                 if index in lists:
                     lists[index].append(hit)
+    return {index: tuple(found) for index, found in lists.items()}
 
 
 def _triage_python(
@@ -220,6 +221,7 @@ class Matcher:
         self._term_ids = dict(zip(self._texts, ids, strict=True))
         self._terms: list[Term] = list(map(compile_term, self._texts))
         self._watchlists = list(map(self._compile, watchlists, queries))
+        self._names = [watchlist.name for watchlist in self._watchlists]
         self._index = TermIndex(self._terms, ids)
         # Term id -> the watchlists that finding it concerns, by role: simple watchlists that
         # it can make fire (`any`) or veto (`none`), and the others, which it can make fire.
@@ -349,17 +351,17 @@ class Matcher:
         made = scan.hits(wanted, self._texts)
         # A simple watchlist reports every hit of its `any` terms (hits are made only of terms
         # found), in the order made.
-        simple_hits: dict[int, list[Hit]] = {index: [] for index in fired}
-        _group(made.hits, made.owners, any_of, simple_hits, self._several)
-        matches = []
-        for index in sorted(fired.union(positives)):
-            watchlist = self._watchlists[index]
-            if index in simple_hits:
-                hits = tuple(simple_hits[index])
-            else:
-                hits = made.of(positives[index], watchlist.fields)
-            matches.append(WatchlistMatch(watchlist.name, hits))
-        return matches
+        simple_hits = _group(made.hits, made.owners, any_of, fired, self._several)
+        names = self._names
+        return [
+            WatchlistMatch(
+                names[index],
+                simple_hits[index]
+                if index in simple_hits
+                else made.of(positives[index], self._watchlists[index].fields),
+            )
+            for index in sorted(fired.union(positives))
+        ]
 
     def explain(
         self,
