@@ -33,6 +33,7 @@ from .fetch import Fetcher, FetchLimits
 from .health import assess, stale_after_s, watchdog_ok
 from .logs import event
 from .matching import Matcher
+from .matching.native import KERNEL
 from .metrics import Gauges, Metrics, serve
 from .notices import queue_admin_notice
 from .parse_pool import ParsePool
@@ -307,6 +308,8 @@ class Daemon:
                 watchlists=len(self._loaded.config.watchlists),
                 telegram="console" if self._token is None else "bot api",
                 store=self._loaded.storage_path,
+                # "python": installed without a C compiler, the matcher's loops run slower.
+                matcher="python" if KERNEL is None else "c",
             )
             notify("READY=1", f"STATUS=polling {len(self._loaded.config.feeds)} feeds")
             await self._supervise(svc, scheduler)

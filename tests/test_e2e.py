@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.matching.native import KERNEL
 from tests.conftest import FEEDS, TOKEN, write_config
 from tests.daemon_process import DaemonProcess, clean_env, run_cli
 from tests.servers.fake_telegram import FakeTelegram
@@ -224,6 +226,10 @@ def test_run_killed_during_outage_delivers_everything_after_restart(
     try:
         assert telegram.wait_for_messages(len(expected), timeout=60), restarted.output()
         assert restarted.terminate() == 0
+        # The start line says which matcher loops run (operators without a compiler at
+        # install learn it there): the C kernel, where pip built it, as for this process.
+        matcher = "python" if KERNEL is None else "c"
+        assert re.search(rf'"daemon started" .* matcher={matcher}\b', restarted.output())
     finally:
         restarted.close()
     delivered = [(m.chat_id, m.text) for m in telegram.messages]
