@@ -184,3 +184,38 @@ def test_a_cleared_chunk_cache_is_filled_again() -> None:
 def test_wrong_input_is_an_error_not_a_crash(call: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
         call()
+
+
+def test_python_code_run_by_a_lookup_cannot_pull_the_inputs_away() -> None:
+    """A chunk cache whose __missing__ empties the scan's lists (as a cache clear in another
+    thread might touch shared state): the hits keep the term ids they took."""
+    single_ids = [(int("1000"),), (int("1000"),)]
+
+    class Spans(dict[str, tuple[tuple[str, int, int], ...]]):
+        def __missing__(self, chunk: str) -> tuple[tuple[str, int, int], ...]:
+            single_ids.clear()
+            return (("ab", 0, 2), ("cd", 3, 5))
+
+    made, owners = kernel.hits(
+        [0, 1], single_ids, [], [], [], {1000}, ["ab"], [(index._NOTHING,) * 2], Spans(), 1,
+        "ab cd", None, None, "t", ["x"] * 1001, Hit,
+    )  # fmt: skip
+    assert owners == [1000, 1000]
+    assert [hit.text for hit in made] == ["ab", "cd"]
+
+
+def test_ints_and_flags_of_other_types_are_refused_before_they_run_code() -> None:
+    class Id(int):
+        def __hash__(self) -> int:
+            raise AssertionError("ran")
+
+    class Flag:
+        def __bool__(self) -> bool:
+            raise AssertionError("ran")
+
+    with pytest.raises(TypeError):
+        kernel.triage([Id(0)], [0], [-1], [-1], {}, (), 1)
+    with pytest.raises(TypeError):
+        kernel.find([("k", (1,), {}, (), 0, 0, {}, 0, Flag())], True, True)
+    with pytest.raises(TypeError):
+        kernel.group(["hit"], [Id(0)], [0], {0}, {})

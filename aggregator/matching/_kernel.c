@@ -14,7 +14,11 @@
  * Python's, step for step; tests/test_matching_kernel.py checks each pair against each other.
  *
  * Every object is checked before it is read as a tuple, list, dict or int, so wrong input is a
- * TypeError or IndexError, never a crash.
+ * TypeError or IndexError, never a crash. Ints, strs and bools must be exactly those types (the
+ * matcher's own are), so that no lookup here runs Python code (a subclass's __hash__ or __eq__)
+ * that could change the lists being read; objects kept across a call that can (an allocation,
+ * which can collect garbage, or the chunk cache's __missing__) are held by a reference of ours,
+ * and list lengths are read again after it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -82,18 +86,17 @@ true_value(PyObject *dict, PyObject *key, int *failed)
         *failed = PyErr_Occurred() ? -1 : 0;
         return NULL;
     }
-    int truth = PyObject_IsTrue(value);
-    if (truth < 0) {
-        *failed = -1;
+    if (!PyTuple_CheckExact(value)) {
+        *failed = bad_input("a phrase table's value is not a tuple");
         return NULL;
     }
-    return truth ? value : NULL;
+    return PyTuple_GET_SIZE(value) ? value : NULL;
 }
 
 static long
 small_int(PyObject *number)
 {
-    if (!PyLong_CheckExact(number) && !PyLong_Check(number)) {
+    if (!PyLong_CheckExact(number)) {
         bad_input("a bit set is not an int");
         return -1;
     }
@@ -132,8 +135,7 @@ find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *single_at = out[0], *single_ids = out[1], *pair_at = out[2], *pair_ids = out[3];
     PyObject *checked_at = out[4], *checked_entries = out[5], *star_at = out[6];
-    Py_ssize_t count = PyList_GET_SIZE(tokens);
-    for (Py_ssize_t index = 0; index < count; index++) {
+    for (Py_ssize_t index = 0; index < PyList_GET_SIZE(tokens); index++) {
         PyObject *entry = entry_at(tokens, index);
         if (entry == NULL) {
             goto error;
@@ -143,13 +145,8 @@ find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         if (starts != Py_True) {
-            int truth = PyObject_IsTrue(starts);
-            if (truth < 0) {
-                goto error;
-            }
-            if (!truth) {
-                continue;
-            }
+            bad_input("whether a term starts at a token is not a bool");
+            goto error;
         }
         /* Most entries have no one-word terms, no `*` phrases or no bits: the shared empty
          * tuple and the shared 0, compared by address without reading the objects (each entry's
@@ -180,7 +177,7 @@ find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         PyObject *needs_bits = PyTuple_GET_ITEM(entry, E_NEEDS);
-        if (needs_bits == zero || index + 1 >= count) {
+        if (needs_bits == zero || index + 1 >= PyList_GET_SIZE(tokens)) {
             continue;
         }
         long needs = small_int(needs_bits);
@@ -206,6 +203,10 @@ find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         PyObject *key = PyTuple_GET_ITEM(next, E_KEY);
+        if (!PyUnicode_CheckExact(key)) {
+            bad_input("a token's key is not a str");
+            goto error;
+        }
         int failed = 0;
         PyObject *ids = true_value(PyTuple_GET_ITEM(entry, E_PAIRS), key, &failed);
         if (failed) {
@@ -246,7 +247,7 @@ typedef struct {
     Py_ssize_t first;
     Py_ssize_t last;
     long long id;
-    PyObject *id_object; /* borrowed from the scan's lists, which outlive the call */
+    PyObject *id_object; /* a reference of ours (free_found) */
 } Found;
 
 static int
@@ -285,14 +286,24 @@ add_found(FoundList *list, Py_ssize_t first, Py_ssize_t last, PyObject *id_objec
         list->items = items;
         list->size = size;
     }
+    Py_INCREF(id_object);  /* released by free_found */
     list->items[list->count++] = (Found){first, last, id, id_object};
     return 0;
+}
+
+static void
+free_found(FoundList *list)
+{
+    for (Py_ssize_t n = 0; n < list->count; n++) {
+        Py_DECREF(list->items[n].id_object);
+    }
+    PyMem_Free(list->items);
 }
 
 static Py_ssize_t
 index_value(PyObject *number)
 {
-    if (!PyLong_Check(number)) {
+    if (!PyLong_CheckExact(number)) {
         bad_input("a token position is not an int");
         return -1;
     }
@@ -398,7 +409,7 @@ chunk_starts(Chunks *out, PyObject *chunks, PyObject *chunk_tokens, Py_ssize_t s
     for (Py_ssize_t c = 0; c < count; c++) {
         PyObject *chunk = PyList_GET_ITEM(chunks, c);
         PyObject *entries = PyList_GET_ITEM(chunk_tokens, c);
-        if (!PyUnicode_Check(chunk) || !PyTuple_Check(entries)) {
+        if (!PyUnicode_CheckExact(chunk) || !PyTuple_Check(entries)) {
             return bad_input("a chunk is not a str with a tuple of token entries");
         }
         out->first_token[c + 1] = out->first_token[c] + PyTuple_GET_SIZE(entries);
@@ -430,13 +441,24 @@ token_span(const Chunks *chunks, PyObject *chunk_list, PyObject *spans_by_chunk,
     }
     /* The chunk's spans are in the cache (the scan put them there): a plain dict read; if the
      * cache was cleared since, its __missing__ works them out again. */
+    if (chunk >= PyList_GET_SIZE(chunk_list)) {
+        PyErr_SetString(PyExc_IndexError, "matching kernel: fewer chunks than scanned");
+        return -1;
+    }
     PyObject *chunk_text = PyList_GET_ITEM(chunk_list, chunk);
     PyObject *spans = PyDict_Check(spans_by_chunk)
                           ? PyDict_GetItemWithError(spans_by_chunk, chunk_text) : NULL;
     if (spans != NULL) {
         Py_INCREF(spans);
-    } else if (PyErr_Occurred() || (spans = PyObject_GetItem(spans_by_chunk, chunk_text)) == NULL) {
+    } else if (PyErr_Occurred()) {
         return -1;
+    } else {
+        Py_INCREF(chunk_text);  /* __missing__ runs Python code */
+        spans = PyObject_GetItem(spans_by_chunk, chunk_text);
+        Py_DECREF(chunk_text);
+        if (spans == NULL) {
+            return -1;
+        }
     }
     Py_ssize_t local = token - chunks->first_token[chunk];
     int failed = -1;
@@ -585,13 +607,16 @@ hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(text);
             goto error;
         }
+        Py_INCREF(term);  /* held across the allocations of new_hit */
         PyObject *hit = new_hit((PyTypeObject *)hit_type, term, name, start, end, text);
+        Py_DECREF(term);
         Py_DECREF(text);
         if (hit == NULL) {
             goto error;
         }
         /* Strings and ints only: it can never be part of a reference cycle, so the garbage
-         * collector need not look at it (CPython does the same for such tuples, later). */
+         * collector need not look at it (CPython untracks plain tuples of such items itself;
+         * a Hit, a subclass, it would keep looking at). */
         PyObject_GC_UnTrack(hit);
         int failed = PyList_Append(made, hit);
         Py_DECREF(hit);
@@ -599,7 +624,7 @@ hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
     }
-    PyMem_Free(found.items);
+    free_found(&found);
     PyMem_Free(chunks.first_token);
     PyMem_Free(chunks.first_char);
     PyObject *result = PyTuple_Pack(2, made, owners);
@@ -607,7 +632,7 @@ hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(owners);
     return result;
 error:
-    PyMem_Free(found.items);
+    free_found(&found);
     PyMem_Free(chunks.first_token);
     PyMem_Free(chunks.first_char);
     Py_XDECREF(made);
@@ -664,8 +689,8 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     /* A list per watchlist that fired, then each hit added to those of its term's. */
-    PyObject *lists = PyDict_New(), *iterator = PyObject_GetIter(fired), *index = NULL;
-    if (lists == NULL || iterator == NULL) {
+    PyObject *lists = PyDict_New(), *iterator = NULL, *index = NULL;
+    if (lists == NULL || (iterator = PyObject_GetIter(fired)) == NULL) {
         goto error;
     }
     while ((index = PyIter_Next(iterator)) != NULL) {
@@ -681,6 +706,10 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto error;
     }
     for (Py_ssize_t n = 0; n < PyList_GET_SIZE(hit_list); n++) {
+        if (n >= PyList_GET_SIZE(owners)) {
+            bad_input("fewer term ids than hits");
+            goto error;
+        }
         PyObject *hit = PyList_GET_ITEM(hit_list, n), *term_id = PyList_GET_ITEM(owners, n);
         PyObject *own = item_of(any_of, term_id);
         if (own == NULL) {
@@ -817,6 +846,7 @@ mark(Roles *roles, PyObject *index_object, int role)
         return -1;
     }
     if (!roles->roles[index]) {
+        Py_INCREF(index_object);  /* released at the end of triage() */
         roles->objects[index] = index_object;
         roles->marked[roles->marked_count++] = index;
     }
@@ -892,8 +922,8 @@ triage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     static const int role_of_table[3] = {FIRES, VETOED, EVALUATE};
     Roles roles = {PyMem_Calloc((size_t)count + 1, 1),
-                   PyMem_Calloc((size_t)count + 1, sizeof(PyObject *)),
-                   PyMem_Calloc((size_t)count + 1, sizeof(Py_ssize_t)), 0, count};
+                   PyMem_Malloc(((size_t)count + 1) * sizeof(PyObject *)),
+                   PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t)), 0, count};
     PyObject *fired = PySet_New(NULL), *others = PySet_New(NULL), *wanted = PySet_New(NULL);
     PyObject *shared = PyList_New(0), *result = NULL;
     if (roles.roles == NULL || roles.objects == NULL || roles.marked == NULL) {
@@ -905,7 +935,7 @@ triage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     /* Each term found marks the watchlists it fires, vetoes or makes to evaluate (a term found
-     * twice marks the same again). The list is only read: no Python code runs here. */
+     * twice marks the same again). Exact ints only (item_of): no lookup runs Python code. */
     for (Py_ssize_t n = 0; n < PyList_GET_SIZE(found_ids); n++) {
         PyObject *term_id = PyList_GET_ITEM(found_ids, n);
         for (int table = 0; table < 3; table++) {
@@ -965,6 +995,9 @@ triage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     result = PyTuple_Pack(3, fired, others, wanted);
 done:
+    for (Py_ssize_t n = 0; roles.objects != NULL && n < roles.marked_count; n++) {
+        Py_DECREF(roles.objects[roles.marked[n]]);
+    }
     PyMem_Free(roles.roles);
     PyMem_Free(roles.objects);
     PyMem_Free(roles.marked);
