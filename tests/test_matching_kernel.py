@@ -159,11 +159,11 @@ def test_a_cleared_chunk_cache_is_filled_again() -> None:
         (lambda: kernel.find((), True, True), TypeError),
         (lambda: kernel.find([("k",) * 9], True, True), TypeError),
         (lambda: kernel.find([], True), TypeError),
-        (lambda: kernel.hits(*[[]] * 16), TypeError),
+        (lambda: kernel.hits(*[[]] * 17), TypeError),
         (lambda: kernel.hits([0], [(0,)], [], [], [], {0}, ["a"], [()], {}, 1, "a", None, None,
-                             "title", ["a"], Hit), IndexError),
+                             "title", ["a"], Hit, tuple), IndexError),
         (lambda: kernel.hits([0], [(0,)], [], [], [], {0}, ["a"], [((),)], {"a": ()}, 1, "a",
-                             None, None, "title", ["a"], dict), TypeError),
+                             None, None, "title", ["a"], dict, tuple), TypeError),
         (lambda: kernel.group([], [0], [], set(), {}), TypeError),
         (lambda: kernel.group(["hit"], [5], [0], set(), {}), IndexError),
         (lambda: kernel.group(["hit"], [0], [1], {0}, {0: 5}), TypeError),
@@ -198,7 +198,7 @@ def test_python_code_run_by_a_lookup_cannot_pull_the_inputs_away() -> None:
 
     made, owners = kernel.hits(
         [0, 1], single_ids, [], [], [], {1000}, ["ab"], [(index._NOTHING,) * 2], Spans(), 1,
-        "ab cd", None, None, "t", ["x"] * 1001, Hit,
+        "ab cd", None, None, "t", ["x"] * 1001, Hit, index.WholeChunk,
     )  # fmt: skip
     assert owners == [1000, 1000]
     assert [hit.text for hit in made] == ["ab", "cd"]

@@ -418,10 +418,13 @@ chunk_starts(Chunks *out, PyObject *chunks, PyObject *chunk_tokens, Py_ssize_t s
     return 0;
 }
 
-/* Where token `token` starts and ends in the prepared text; -1 on error. */
+/* Where token `token` starts and ends in the prepared text; -1 on error. A chunk whose entries
+ * are a `whole_type` is one token from its first character to its last (index.py,
+ * WholeChunk): its span is the chunk's, without a lookup. */
 static int
-token_span(const Chunks *chunks, PyObject *chunk_list, PyObject *spans_by_chunk,
-           Py_ssize_t token, Py_ssize_t *start, Py_ssize_t *end)
+token_span(const Chunks *chunks, PyObject *chunk_list, PyObject *chunk_tokens,
+           PyObject *spans_by_chunk, PyObject *whole_type, Py_ssize_t token, Py_ssize_t *start,
+           Py_ssize_t *end)
 {
     /* bisect_right(first_token, token) - 1: the last chunk that starts at or before it (an
      * empty chunk starts where the next one does, and the next one is taken). */
@@ -441,11 +444,17 @@ token_span(const Chunks *chunks, PyObject *chunk_list, PyObject *spans_by_chunk,
     }
     /* The chunk's spans are in the cache (the scan put them there): a plain dict read; if the
      * cache was cleared since, its __missing__ works them out again. */
-    if (chunk >= PyList_GET_SIZE(chunk_list)) {
+    if (chunk >= PyList_GET_SIZE(chunk_list) || chunk >= PyList_GET_SIZE(chunk_tokens)) {
         PyErr_SetString(PyExc_IndexError, "matching kernel: fewer chunks than scanned");
         return -1;
     }
     PyObject *chunk_text = PyList_GET_ITEM(chunk_list, chunk);
+    if ((PyObject *)Py_TYPE(PyList_GET_ITEM(chunk_tokens, chunk)) == whole_type
+        && PyUnicode_CheckExact(chunk_text)) {
+        *start = chunks->first_char[chunk];
+        *end = *start + PyUnicode_GET_LENGTH(chunk_text);
+        return 0;
+    }
     PyObject *spans = PyDict_Check(spans_by_chunk)
                           ? PyDict_GetItemWithError(spans_by_chunk, chunk_text) : NULL;
     if (spans != NULL) {
@@ -522,21 +531,21 @@ new_hit(PyTypeObject *type, PyObject *term, PyObject *name, Py_ssize_t start, Py
 PyDoc_STRVAR(hits_doc,
 "hits(single_at, single_ids, pair_at, pair_ids, longer, wanted, chunks, chunk_tokens,\n"
 "     spans_by_chunk, step, original, mapped_starts, mapped_ends, name, term_texts,\n"
-"     hit_type) -> (hits, owners)\n\n"
+"     hit_type, whole_type) -> (hits, owners)\n\n"
 "index.py's _hits_python, in C.");
 
 static PyObject *
 hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 16) {
-        PyErr_SetString(PyExc_TypeError, "hits() takes 16 arguments");
+    if (nargs != 17) {
+        PyErr_SetString(PyExc_TypeError, "hits() takes 17 arguments");
         return NULL;
     }
     PyObject *wanted = args[5], *chunk_list = args[6], *spans_by_chunk = args[8];
     PyObject *original = args[10];
     PyObject *map_starts = args[11], *map_ends = args[12], *name = args[13];
-    PyObject *term_texts = args[14], *hit_type = args[15];
+    PyObject *term_texts = args[14], *hit_type = args[15], *whole_type = args[16];
     Py_ssize_t step = PyLong_AsSsize_t(args[9]);
     if (step == -1 && PyErr_Occurred()) {
         return NULL;
@@ -575,10 +584,11 @@ hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t n = 0; n < found.count; n++) {
         Found *one = &found.items[n];
         Py_ssize_t start, end, last_start;
-        if (token_span(&chunks, chunk_list, spans_by_chunk, one->first, &start, &end) < 0
+        if (token_span(&chunks, chunk_list, args[7], spans_by_chunk, whole_type, one->first,
+                       &start, &end) < 0
             || (one->last != one->first
-                && token_span(&chunks, chunk_list, spans_by_chunk, one->last, &last_start, &end)
-                       < 0)) {
+                && token_span(&chunks, chunk_list, args[7], spans_by_chunk, whole_type,
+                              one->last, &last_start, &end) < 0)) {
             goto error;
         }
         if (is_mapped) {

@@ -23,6 +23,7 @@ def hits(
     name: str,
     term_texts: Sequence[str],
     hit_type: type[Hit],
+    whole_type: type[tuple[_TokenStarts, ...]],
     /,
 ) -> tuple[list[Hit], list[int]]: ...
 def group(

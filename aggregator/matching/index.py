@@ -102,8 +102,21 @@ class _ChunkCache(dict[str, tuple[_TokenStarts, ...]]):
         if len(self) >= _CACHE_LIMIT:
             self.clear()
         tokens = self._tokens
-        found = self[chunk] = tuple(tokens[raw] for raw, _, _ in CHUNK_TOKENS[chunk])
+        spans = CHUNK_TOKENS[chunk]
+        found = tuple(tokens[raw] for raw, _, _ in spans)
+        if len(spans) == 1 and spans[0][1] == 0 and spans[0][2] == len(chunk):
+            found = WholeChunk(found)
+        self[chunk] = found
         return found
+
+
+class WholeChunk(tuple[_TokenStarts, ...]):
+    """The entry of a chunk that is one token from its first character to its last, as most
+    words of a text are: the token's span is the chunk's, which _kernel.hits then knows
+    without looking the chunk's spans up (a hash lookup and three objects read, per hit, in
+    tables too large for the CPU's cache). A tuple in every other respect."""
+
+    __slots__ = ()
 
 
 class _TokenCache(dict[str, _TokenStarts]):
@@ -170,6 +183,7 @@ class FieldScan:
             name,
             term_texts,
             Hit,
+            WholeChunk,
         )
         if prepared.starts is not None:
             # NFKC can turn one character into several tokens, and then token order is not
@@ -212,9 +226,11 @@ def _hits_python(
     name: str,
     term_texts: Sequence[str],
     hit_type: type[Hit],
+    whole_type: type[tuple[_TokenStarts, ...]],
 ) -> tuple[list[Hit], list[int]]:
     """The Hits of some terms in a field scanned into these lists, in token order (the
-    reference implementation of _kernel.hits)."""
+    reference implementation of _kernel.hits, which takes the span of a token alone in a
+    chunk of ``whole_type`` to be the chunk's; here every span is looked up)."""
     selected = [
         (index, index, term_id)
         for index, ids in zip(single_at, single_ids, strict=True)
