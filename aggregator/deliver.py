@@ -199,6 +199,9 @@ class Deliverer:
         self._patience: dict[str, int] = {}
         self.store_error: str | None = None
         self._paused: dict[str, str] = {}
+        # Chats out of the config whose queue the store could not drop: held in _paused until
+        # a wake drops it, or a config names them again (see _drop_unconfigured).
+        self._drop_held: set[str] = set()
         self._durably_paused = set(self.chats.paused())
         self._all_paused = self.chats.delivery_paused
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -297,9 +300,15 @@ class Deliverer:
         if self._config is None:
             return
         queued = set(self._store.chats_with_pending()) | self._store.pending_edit_counts().keys()
-        if not queued:
+        if not queued and not self._drop_held:
             return
-        for chat in sorted(queued - configured_chats(self._config, self.chats)):
+        configured = configured_chats(self._config, self.chats)
+        for chat in sorted(self._drop_held & configured):
+            # Put back in the config before its queue could be dropped: it is sent after all.
+            self._drop_held.discard(chat)
+            self._paused.pop(chat, None)
+            event(log, logging.INFO, "chat is in the config again; its queue is kept", chat=chat)
+        for chat in sorted(queued - configured):
             self._drop_chat(chat)
 
     def _drop_chat(self, chat: str) -> None:
@@ -310,6 +319,7 @@ class Deliverer:
                 self.chats.unpause(chat)  # no longer ours to report as paused
         except StoreError as exc:
             # Held like a paused chat (no worker sends to it), and tried again at the next wake.
+            self._drop_held.add(chat)
             self._paused[chat] = f"no longer in the config; its queue cannot be dropped: {exc}"
             event(
                 log,
@@ -319,6 +329,7 @@ class Deliverer:
                 error=str(exc),
             )
             return
+        self._drop_held.discard(chat)
         self._durably_paused.discard(chat)
         self._paused.pop(chat, None)
         timer = self._timers.pop(chat, None)

@@ -192,3 +192,31 @@ async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent
     finally:
         await deliverer.aclose()
     assert not any(a.chat_id == "@removed" for a in telegram.attempts)
+
+
+@needs_fsize
+async def test_a_chat_held_because_its_queue_could_not_be_dropped_is_sent_to_once_back(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The disk is full at the reload that takes the channel out, and the admins put it back
+    # before a wake could drop its queue: it is theirs again, so it is no longer held.
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    config = _config(tmp_path, telegram, ["@kept", "@back"])
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    store.commit(alerts=[queued_alert(n, "@back") for n in (1, 2)])
+    try:
+        with store_unwritable(store):
+            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
+            assert "no longer in the config" in deliverer.paused_chats["@back"]
+        deliverer.apply(_load(_config(tmp_path, telegram, ["@kept", "@back"])))
+        assert "@back" not in deliverer.paused_chats
+        deliverer.wake()
+        assert await _until(lambda: len(telegram.sent_to("@back")) == 2, 10)
+        assert await _until(lambda: store.pending() == [], 5)
+    finally:
+        await deliverer.aclose()
+    assert _dropped(caplog) == {}
