@@ -222,10 +222,15 @@ class Deliverer:
         deliverer = cls(store, sender, limits=None, metrics=metrics)
         deliverer._paced = paced
         deliverer.apply(config)
+        deliverer._drop_unconfigured()  # edited while stopped: dropped before any send
         return deliverer
 
     def apply(self, config: Config) -> None:
-        """Take the [telegram] and watchlist settings (at start and on reload)."""
+        """Take the [telegram] and watchlist settings (at start and on reload).
+
+        What is queued for chats the config no longer sends to is dropped at the next wake,
+        not here: a reload that fails after this step is rolled back, and a drop could not be.
+        """
         telegram = config.telegram
         self._max_backoff = telegram.max_backoff
         self.max_delay_s = telegram.max_delay
@@ -235,7 +240,6 @@ class Deliverer:
         self.timezone = ZoneInfo(telegram.timezone)
         self.quiet_hours = {w.name: w.quiet_hours for w in config.watchlists if w.quiet_hours}
         self._config = config
-        self._drop_unconfigured()
         limits = Limits(telegram.overall_limit, telegram.group_limit, telegram.private_limit)
         if not self._paced:
             self.gate = None
