@@ -10,6 +10,7 @@ for paused_keep).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -99,6 +100,43 @@ async def test_a_chat_removed_while_stopped_is_dropped_at_start_and_sent_nothing
     assert all(telegram.sent_to(chat) for chat in kept)
     assert not any(a.chat_id in removed for a in telegram.attempts)
     assert deliverer.stats["dropped_unconfigured"] == 7
+
+
+async def test_the_drop_is_per_chat_a_subscriber_still_subscribed_elsewhere_keeps_its_queue(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As the README says: a watchlist closed to subscription drops nothing for a subscriber
+    # still subscribed to another open one (an alert names only the first watchlist that
+    # matched it, so it cannot tell whether the open one would send it too).
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    chats = Chats(store)
+    for chat, watchlist in (("5001", "closed"), ("5001", "open"), ("5002", "closed")):
+        chats.subscribe(chat, watchlist)
+    store.commit(
+        alerts=[
+            dataclasses.replace(queued_alert(1, chat), watchlist="closed")
+            for chat in ("5001", "5002")
+        ]
+    )
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "f", "url": "http://127.0.0.1:9/feed.xml"}],
+        watchlists=[
+            {"name": "closed", "any": ["x"], "subscribable": False},
+            {"name": "open", "any": ["y"], "subscribable": True},
+        ],
+        telegram={"api_url": telegram.api_url},
+        token=TOKEN,
+    )
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    assert _dropped(caplog) == {"5002": 1}
+    assert await deliverer.drain(10) == 0
+    assert [m.text for m in telegram.sent_to("5001")] == ["<b>alert 1</b>"]
+    assert telegram.sent_to("5002") == []
 
 
 async def test_a_reload_drops_a_removed_chats_queue_and_nothing_reaches_it_after(
