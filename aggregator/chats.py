@@ -135,7 +135,11 @@ def follow(moves: dict[str, str], chat: str) -> str:
 
 def configured_chats(config: Config, chats: Chats) -> set[str]:
     """Every chat the config sends to: the watchlists' channels (also at the ids groups moved
-    to), the subscribers of watchlists open to subscription, and the admins."""
+    to), the subscribers of watchlists open to subscription, and the admins.
+
+    Per chat, not per (chat, watchlist): a queued alert names only the first watchlist that
+    matched it (one alert per story per chat), so another that still sends to the chat may
+    have matched it too; a chat in this set keeps all that is queued for it."""
     moves = chats.moves()
     channels = {chat for watchlist in config.watchlists for chat in watchlist.channels}
     found = channels | {follow(moves, chat) for chat in channels}

@@ -563,8 +563,12 @@ class Daemon:
                 # back whole rather than run half of each.
                 log.exception("config reload failed; going back to the old one")
                 self._apply(scheduler, runtime, previous, old_matcher, _zone_of(previous))
+                self._wake_deliverer()
                 self._tell_admins(runtime, [("", f"applying it failed: {exc!r}")])
                 return False
+            # Only now that the new config runs whole: this wake drops what is queued for chats
+            # it no longer sends to, which no rollback could put back.
+            self._wake_deliverer()
             for name in removed:  # a feed that comes back is read whole once
                 runtime.known_items.pop(name, None)
             event(
@@ -594,9 +598,13 @@ class Daemon:
         runtime.matcher = matcher
         runtime.message_options = dataclasses.replace(runtime.message_options, timezone=zone)
         if self._deliverer is not None:
-            self._deliverer.apply(loaded.config)
-            self._deliverer.wake()  # e.g. quiet hours removed: held alerts go now
+            self._deliverer.apply(loaded.config)  # drops nothing: see reload
         return self._sync_feed_jobs(scheduler, runtime, previous)
+
+    def _wake_deliverer(self) -> None:
+        """After a reload or its rollback: e.g. quiet hours removed, held alerts go now."""
+        if self._deliverer is not None:
+            self._deliverer.wake()
 
     def _tell_admins(self, runtime: Runtime, problems: list[tuple[str, str]]) -> None:
         """Queue a refused config's problems to every telegram.admins user, through the outbox

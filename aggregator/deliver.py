@@ -4,6 +4,8 @@ One worker task per chat with pending alerts or edits sends them oldest first. A
 wait (429, network trouble, a paused chat) waits alone; the other chats go on. An alert leaves
 the outbox only after Telegram confirmed it (``Store.mark_sent``), so a crash at any moment
 loses nothing; the one duplicate possible is a send confirmed in the instant before that write.
+An alert too long for one message is sent in parts, one per turn at the gate, and how far it
+got is written after each part (``Store.record_part``): a stop or a crash goes on with the next.
 Edits (a near-duplicate's source added to an alert already sent) are queued in the store the
 same way and leave it only once Telegram applied them (``Store.edit_done``); an edit sent twice
 is harmless, Telegram answers "not modified".
@@ -44,7 +46,7 @@ from .metrics import Metrics
 from .notices import queue_admin_notice
 from .pacing import Gate, Limits, is_private
 from .quiet import QuietHours
-from .store import EditEntry, OutboxEntry, Store
+from .store import EditEntry, OutboxEntry, SplitProgress, Store
 from .telegram_api import (
     BadToken,
     ChatMoved,
@@ -86,11 +88,12 @@ Job = OutboxEntry | EditEntry | Digest
 
 @dataclasses.dataclass(frozen=True)
 class _Sent:
-    """A send's outcome: the id of its (first) message, and the later parts of a split
-    message, still to be sent, each at its own turn at the gate."""
+    """A send's outcome: the id of its (first) message; for a message sent split, the parts
+    still to send (each at a turn of its own at the gate) and whether they are HTML."""
 
     message_id: int | None
-    later: Sequence[Outgoing] = ()
+    later: tuple[str, ...] = ()
+    html: bool = False
 
 
 # Telegram's 403 descriptions for a user who blocked the bot or deleted their account.
@@ -196,6 +199,9 @@ class Deliverer:
         self._patience: dict[str, int] = {}
         self.store_error: str | None = None
         self._paused: dict[str, str] = {}
+        # Chats out of the config whose queue the store could not drop: held in _paused until
+        # a wake drops it, or a config names them again (see _drop_unconfigured).
+        self._drop_held: set[str] = set()
         self._durably_paused = set(self.chats.paused())
         self._all_paused = self.chats.delivery_paused
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -216,10 +222,15 @@ class Deliverer:
         deliverer = cls(store, sender, limits=None, metrics=metrics)
         deliverer._paced = paced
         deliverer.apply(config)
+        deliverer._drop_unconfigured()  # edited while stopped: dropped before any send
         return deliverer
 
     def apply(self, config: Config) -> None:
-        """Take the [telegram] and watchlist settings (at start and on reload)."""
+        """Take the [telegram] and watchlist settings (at start and on reload).
+
+        What is queued for chats the config no longer sends to is dropped at the next wake,
+        not here: a reload that fails after this step is rolled back, and a drop could not be.
+        """
         telegram = config.telegram
         self._max_backoff = telegram.max_backoff
         self.max_delay_s = telegram.max_delay
@@ -229,7 +240,6 @@ class Deliverer:
         self.timezone = ZoneInfo(telegram.timezone)
         self.quiet_hours = {w.name: w.quiet_hours for w in config.watchlists if w.quiet_hours}
         self._config = config
-        self._drop_unconfigured()
         limits = Limits(telegram.overall_limit, telegram.group_limit, telegram.private_limit)
         if not self._paced:
             self.gate = None
@@ -294,9 +304,15 @@ class Deliverer:
         if self._config is None:
             return
         queued = set(self._store.chats_with_pending()) | self._store.pending_edit_counts().keys()
-        if not queued:
+        if not queued and not self._drop_held:
             return
-        for chat in sorted(queued - configured_chats(self._config, self.chats)):
+        configured = configured_chats(self._config, self.chats)
+        for chat in sorted(self._drop_held & configured):
+            # Put back in the config before its queue could be dropped: it is sent after all.
+            self._drop_held.discard(chat)
+            self._paused.pop(chat, None)
+            event(log, logging.INFO, "chat is in the config again; its queue is kept", chat=chat)
+        for chat in sorted(queued - configured):
             self._drop_chat(chat)
 
     def _drop_chat(self, chat: str) -> None:
@@ -307,6 +323,7 @@ class Deliverer:
                 self.chats.unpause(chat)  # no longer ours to report as paused
         except StoreError as exc:
             # Held like a paused chat (no worker sends to it), and tried again at the next wake.
+            self._drop_held.add(chat)
             self._paused[chat] = f"no longer in the config; its queue cannot be dropped: {exc}"
             event(
                 log,
@@ -316,6 +333,7 @@ class Deliverer:
                 error=str(exc),
             )
             return
+        self._drop_held.discard(chat)
         self._durably_paused.discard(chat)
         self._paused.pop(chat, None)
         timer = self._timers.pop(chat, None)
@@ -475,6 +493,11 @@ class Deliverer:
     def _plan(self, chat: str, now: float) -> Job | float | None:
         """The next job for ``chat``; or when its held alerts are released; None: nothing."""
         entries = self._store.pending(chat)
+        # A split alert whose first part is out goes on before anything else: its next part
+        # is never packed into a digest, nor held by quiet hours that began since.
+        started = next((entry for entry in entries if entry.split is not None), None)
+        if started is not None:
+            return started
         edits = self._store.pending_edits(chat)[:1]
         # Each watchlist's quiet hours are looked at once, not once per alert.
         quiet_now = {
@@ -536,7 +559,7 @@ class Deliverer:
                 return
             error: DeliveryError | None = None
             message_id: int | None = None
-            later: Sequence[Outgoing] = ()
+            sent: _Sent | None = None
             async with self._slot(chat):
                 if (
                     self._stop.is_set()
@@ -563,24 +586,34 @@ class Deliverer:
                     if isinstance(job, EditEntry):
                         assert message_id is not None
                         await self._edit(job, message_id)
+                    elif isinstance(job, OutboxEntry) and job.split is not None:
+                        # One part per turn at the gate, like any message: sent past it, a
+                        # burst of long alerts would break Telegram's limits.
+                        await self._send_part(job, job.split)
+                        message_id = job.split.message_id
                     else:
                         sent = await self._send(job)
-                        message_id, later = sent.message_id, sent.later
+                        message_id = sent.message_id
                 except DeliveryError as exc:
                     error = exc
             job_id = _label(job)
             if error is None:
-                # A split alert's later parts, each at its own turn at the gate, so not inside
-                # the slot above (it holds a place in the chat's window until it is left).
-                # Before the record, as before: a crash in between repeats the alert rather
-                # than losing its later parts.
-                await self._send_later(later, job_id)
                 self._patience.pop(chat, None)
-                self._sent(chat, job)
                 if failing:
                     self._end_backoffs(chat)
                 backoff, failing = first_backoff, False
                 self._failures.pop(job_id, None)
+                progress = _progress(job, sent, time.time())
+                if progress is not None:
+                    # Parts still to send: how far it got is recorded after each part, so
+                    # that a stop or a crash neither loses the rest nor repeats what is out.
+                    assert isinstance(job, OutboxEntry)
+                    self._reopened(chat)
+                    await self._record(
+                        job, functools.partial(self._store.record_part, job.id, progress)
+                    )
+                    continue
+                self._sent(chat, job)
                 await self._record(job, self._done(job, message_id))
                 continue
             if isinstance(error, RetryLater):
@@ -642,6 +675,18 @@ class Deliverer:
                     error=str(error),
                 )
                 await self._record(job, self._done(job, None))
+            elif isinstance(job, OutboxEntry) and job.split is not None:
+                # A later part refused for good: logged, and the rest still sent (sending the
+                # alert again would repeat the parts already delivered).
+                self._piece_lost(job, job.split, error)
+                rest = job.split.advanced(None)
+                if rest is None:
+                    self._sent(chat, job)
+                    await self._record(job, self._done(job, job.split.message_id))
+                else:
+                    await self._record(
+                        job, functools.partial(self._store.record_part, job.id, rest)
+                    )
             elif isinstance(job, Digest):
                 # Telegram refused the packed message: its alerts go one by one, each with its
                 # own retries and give-up.
@@ -684,6 +729,10 @@ class Deliverer:
                 self.stats["digests"] += 1
             for created_at in created:
                 self._metrics.alert_sent(created_at)  # created_at: item first seen
+        self._reopened(chat)
+
+    def _reopened(self, chat: str) -> None:
+        """A send to ``chat`` went through: if it was paused, it is evidently open again."""
         if chat in self._durably_paused:
             self._durably_paused.discard(chat)
             with contextlib.suppress(StoreError):
@@ -846,21 +895,36 @@ class Deliverer:
         if isinstance(job, Digest):
             # No message id: the digest is not one alert's message, so no edit may replace it.
             return lambda: self._store.mark_sent_many(job.ids, message_id=None, sent_at=time.time())
+        # A split alert's parts were cut from the text it had then: if it has another since
+        # (a near-duplicate joined its story), mark_sent queues the edit to it.
+        sent_text = job.text if job.split is None else job.split.text
         return lambda: self._store.mark_sent(
-            job.id, message_id=message_id, sent_at=time.time(), sent_text=job.text
+            job.id, message_id=message_id, sent_at=time.time(), sent_text=sent_text
         )
 
     # -- sending ------------------------------------------------------------------------------
 
     async def _send(self, job: OutboxEntry | Digest) -> _Sent:
         if isinstance(job, Digest):
-            return await self._send_text(job.chat, job.html, job.plain, True, _label(job))
+            # Never split: its parts could not be resumed after a stop (no one entry holds
+            # them). Packed under Telegram's limit, it is not too long; if Telegram finds it
+            # so, the digest is refused and its alerts go one by one.
+            return await self._send_text(
+                job.chat, job.html, job.plain, True, _label(job), whole=True
+            )
         return await self._send_text(
             job.chat, job.text, job.plain, job.disable_preview, _label(job)
         )
 
     async def _send_text(
-        self, chat: str, html_text: str, plain: str, disable_preview: bool, label: str
+        self,
+        chat: str,
+        html_text: str,
+        plain: str,
+        disable_preview: bool,
+        label: str,
+        *,
+        whole: bool = False,
     ) -> _Sent:
         html = self._sender.wants_html
         try:
@@ -883,17 +947,17 @@ class Deliverer:
                 alert=label,
                 error=str(exc),
             )
-            return await self._send_plain(chat, plain, disable_preview, label)
+            return await self._send_plain(chat, plain, disable_preview, label, whole=whole)
         except MessageTooLong:
+            if whole:
+                raise
             event(
                 log, logging.WARNING, "message too long; sending it split", chat=chat, alert=label
             )
             pieces = html_pieces(html_text) if html else None
             if pieces is None:
                 return await self._send_plain(chat, plain, disable_preview, label)
-            preview = disable_preview
-            outgoing = [Outgoing(chat, p, html=True, disable_preview=preview) for p in pieces]
-            return await self._send_pieces(outgoing, label)
+            return await self._send_pieces(chat, pieces, True, disable_preview)
 
     async def _edit(self, edit: EditEntry, message_id: int) -> None:
         html = self._sender.wants_html
@@ -922,58 +986,45 @@ class Deliverer:
                 message_id,
             )
 
-    async def _send_plain(self, chat: str, plain: str, disable_preview: bool, label: str) -> _Sent:
+    async def _send_plain(
+        self, chat: str, plain: str, disable_preview: bool, label: str, *, whole: bool = False
+    ) -> _Sent:
         pieces = split_text(plain)
-        preview = disable_preview
-        outgoing = [Outgoing(chat, p, html=False, disable_preview=preview) for p in pieces]
-        return await self._send_pieces(outgoing, label)
+        if whole and len(pieces) > 1:
+            raise MessageTooLong(f"{label}: its plain text is too long for one message")
+        return await self._send_pieces(chat, pieces, False, disable_preview)
 
-    async def _send_pieces(self, pieces: list[Outgoing], label: str) -> _Sent:
-        """Send the first of one alert's messages; the others are left for ``_send_later``.
-
-        A failure of the first raises, so the alert is retried as usual.
-        """
+    async def _send_pieces(
+        self, chat: str, pieces: list[str], html: bool, disable_preview: bool
+    ) -> _Sent:
+        """Send the first of one alert's messages; the others are left for later turns at the
+        gate (see _send_part). A failure of the first raises: the alert is retried as usual."""
         if not pieces:
             return _Sent(None)
-        return _Sent(await self._sender.send(pieces[0]), pieces[1:])
+        first = Outgoing(chat, pieces[0], html=html, disable_preview=disable_preview)
+        return _Sent(await self._sender.send(first), tuple(pieces[1:]), html)
 
-    async def _send_later(self, parts: Sequence[Outgoing], label: str) -> None:
-        """Send the parts of a split alert after its first, each waiting its turn at the gate
-        like any message (sent past it, a burst of long alerts would break Telegram's limits).
+    async def _send_part(self, entry: OutboxEntry, split: SplitProgress) -> None:
+        """Send the next part of a split alert whose first part is out."""
+        await self._sender.send(
+            Outgoing(
+                entry.chat,
+                split.left[0],
+                html=split.html,
+                disable_preview=entry.disable_preview,
+                patience=self._patience.get(entry.chat, 1),
+            )
+        )
 
-        Once the first part is out, the alert counts as sent: a retry would repeat the parts
-        already delivered, so a later part that fails is logged (after one wait, if Telegram
-        asked for one) and the next one sent. A stop does not wait for their turns: the parts
-        not yet sent are logged the same way.
-        """
-        count = len(parts) + 1
-        for number, part in enumerate(parts, start=2):
-            try:
-                try:
-                    await self._send_part(part)
-                except RetryLater as exc:
-                    await self._wait(exc.retry_after_s)
-                    await self._send_part(part)
-            except DeliveryError as exc:
-                self._piece_lost(part.chat, label, number, count, exc)
-
-    async def _send_part(self, part: Outgoing) -> None:
-        async with self._slot(part.chat):
-            if self._stop.is_set():  # the gate lets every waiting send through at a stop
-                raise DeliveryError("stopping before its turn under Telegram's limits")
-            await self._sender.send(part)
-
-    def _piece_lost(
-        self, chat: str, label: str, number: int, count: int, error: DeliveryError
-    ) -> None:
+    def _piece_lost(self, entry: OutboxEntry, split: SplitProgress, error: DeliveryError) -> None:
         self.stats["pieces_lost"] += 1
         event(
             log,
             logging.ERROR,
-            "part of a split alert could not be sent; the rest was",
-            chat=chat,
-            alert=label,
-            part=f"{number}/{count}",
+            "part of a split alert could not be sent; the others are sent",
+            chat=entry.chat,
+            alert=_label(entry),
+            part=f"{split.done + 1}/{split.done + len(split.left)}",
             error=str(error),
         )
 
@@ -1044,6 +1095,26 @@ class Deliverer:
                 self.store_error = None
                 self._store_writable.set()
             return
+
+
+def _progress(job: Job, sent: _Sent | None, now: float) -> SplitProgress | None:
+    """What is left of a split alert once Telegram confirmed one of its parts at ``now``;
+    None when nothing is (it was the last part, or the alert was not split)."""
+    if not isinstance(job, OutboxEntry):
+        assert sent is None or not sent.later, "a digest is never split"
+        return None
+    if job.split is not None:
+        return job.split.advanced(now)
+    if sent is None or not sent.later:
+        return None
+    return SplitProgress(
+        message_id=sent.message_id,
+        html=sent.html,
+        left=sent.later,
+        done=1,
+        sent_at=(now,),
+        text=job.text,
+    )
 
 
 _TAG = re.compile(r"<[^>]*>")

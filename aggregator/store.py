@@ -11,8 +11,10 @@ Tables (TinyDB documents, integer ids assigned here):
     seen     {"key", "feed", "seen_at"}             one per item key
     feeds    {"feed", <FeedState fields>}           one per feed
     present  {"feed", "keys": [...]}                keys in the feed's last parsed body (retention)
-    outbox   {<OutboxEntry fields>}                 alerts waiting for Telegram
-    sent     {"id", "item_key", "chat", "watchlist", "feed", "message_id", "sent_at"}
+    outbox   {<OutboxEntry fields>}                 alerts waiting for Telegram ("split" only
+                                                    once a too long one's first part is out)
+    sent     {"id", "item_key", "chat", "watchlist", "feed", "message_id", "sent_at",
+              "parts_at" (a split alert's earlier parts only)}
     meta     {"key", "value"}                       small named values (set_meta)
     stories  {"id", "created_at", "expires_at", "words", "numbers", "sources", "messages"}
                                                     recent alerts' stories, for near-duplicates
@@ -39,7 +41,7 @@ import gc
 import hashlib
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -108,6 +110,31 @@ class FeedState:
 
 
 @dataclass(frozen=True)
+class SplitProgress:
+    """How far an alert too long for one message got: its first part is out, ``left`` not yet.
+
+    Saved on the alert's outbox entry (``Store.record_part``) each time Telegram confirms a
+    part, so that after a stop or a crash delivery goes on with the next part: none lost, none
+    sent twice (but the one Telegram may have taken as the crash struck, as for any message).
+    """
+
+    message_id: int | None  # the first part's: the alert's message, for edits
+    html: bool  # whether the parts are Telegram HTML (else plain text)
+    left: tuple[str, ...]  # the parts still to send, in order; never empty
+    done: int  # the parts dealt with: sent, or refused for good (logged)
+    sent_at: tuple[float, ...]  # when each part Telegram confirmed was sent, for pacing
+    text: str  # the alert's text the parts were cut from (it may get another meanwhile)
+
+    def advanced(self, sent_at: float | None) -> SplitProgress | None:
+        """The progress once the next part was sent at ``sent_at`` (None: refused for good);
+        None when that was the last part."""
+        if len(self.left) <= 1:
+            return None
+        times = self.sent_at if sent_at is None else (*self.sent_at, sent_at)
+        return replace(self, left=self.left[1:], done=self.done + 1, sent_at=times)
+
+
+@dataclass(frozen=True)
 class OutboxEntry:
     """One alert for one chat, persisted before any send attempt."""
 
@@ -120,6 +147,9 @@ class OutboxEntry:
     feed: str
     created_at: float  # epoch seconds (item first seen)
     disable_preview: bool = False
+    # Set once the first part of an alert too long for one message is out. Stored only then:
+    # entries without it (all of them before this field existed) are whole alerts.
+    split: SplitProgress | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +224,7 @@ class StoreStats:
 
 
 _FEED_STATE_FIELDS = tuple(f.name for f in fields(FeedState))
+_SENT_RECORD_FIELDS = tuple(f.name for f in fields(SentRecord))
 
 
 class _Batch:
@@ -420,7 +451,7 @@ class Store:
         else:
             doc_ids = [self._outbox[e] for e in self._outbox_by_chat.get(chat, {})]
         doc_ids.sort(key=lambda i: (docs[i]["created_at"], int(i)))
-        return [OutboxEntry(**docs[i]) for i in doc_ids]
+        return [_outbox_entry(docs[i]) for i in doc_ids]
 
     def pending_count(self) -> int:
         """How many alerts are waiting, without building them."""
@@ -455,20 +486,32 @@ class Store:
     def sent_record(self, entry_id: str) -> SentRecord | None:
         """What was recorded when this outbox entry was sent; None if unknown or pruned."""
         doc_id = self._sent.get(entry_id)
-        return None if doc_id is None else SentRecord(**self._doc[SENT][doc_id])
+        if doc_id is None:
+            return None
+        doc = self._doc[SENT][doc_id]
+        return SentRecord(**{name: doc[name] for name in _SENT_RECORD_FIELDS})
 
     def recent_sends(self, since: float) -> dict[str, list[float]]:
         """When each chat was last sent messages, from ``since`` (epoch seconds) on, oldest
-        first; the alerts of one digest count as one message. For pacing after a restart."""
+        first; the alerts of one digest count as one message, each part of a split alert as
+        one (also of one still being sent). For pacing after a restart."""
         # A digest's alerts are recorded together with no message id and one sent_at; so are
         # alerts given up on together, which then count as a send too (erring on the safe side).
         messages: dict[tuple[str, float], float] = {}
+        parts: list[tuple[str, float]] = []
         for doc in self._doc[SENT].values():
             message_id, sent_at = doc["message_id"], doc["sent_at"]
             if sent_at >= since:
                 messages[(doc["chat"], sent_at if message_id is None else message_id)] = sent_at
+            parts += [(doc["chat"], at) for at in doc.get("parts_at", ()) if at >= since]
+        for doc in self._doc[OUTBOX].values():
+            split = doc.get("split")
+            if split is not None:
+                parts += [(doc["chat"], at) for at in split["sent_at"] if at >= since]
         sends: dict[str, list[float]] = {}
         for (chat, _), sent_at in messages.items():
+            sends.setdefault(chat, []).append(sent_at)
+        for chat, sent_at in parts:
             sends.setdefault(chat, []).append(sent_at)
         for times in sends.values():
             times.sort()
@@ -553,7 +596,7 @@ class Store:
                 continue
             _check_entry(entry)
             new_ids.add(entry.id)
-            batch.put(OUTBOX, None, asdict(entry))
+            batch.put(OUTBOX, None, _outbox_doc(entry))
         if feed is not None and state is not None:
             doc_id = self._feeds.get(feed)
             value = _feed_doc(feed, state)
@@ -615,6 +658,16 @@ class Store:
         self._write(batch)
         self._unsaved_since = None
 
+    def record_part(self, entry_id: str, split: SplitProgress) -> None:
+        """Durably note how far a split alert got, in one write, after Telegram confirmed one
+        of its parts; it stays in the outbox until the last. Unknown id: no-op."""
+        doc_id = self._outbox.get(entry_id)
+        if doc_id is None:
+            return
+        batch = self._batch()
+        batch.put(OUTBOX, doc_id, {**self._doc[OUTBOX][doc_id], "split": _split_doc(split)})
+        self._write(batch)
+
     def mark_sent(
         self,
         entry_id: str,
@@ -675,7 +728,11 @@ class Store:
                 message_id=message_id,
                 sent_at=sent_at,
             )
-            batch.put(SENT, self._sent.get(entry_id), asdict(record))
+            sent = asdict(record)
+            split = entry.get("split")
+            if split is not None and split["sent_at"]:
+                sent["parts_at"] = list(split["sent_at"])  # Telegram's limits counted them
+            batch.put(SENT, self._sent.get(entry_id), sent)
         self._write(batch)
 
     def replace_chat(self, old: str, new: str) -> None:
@@ -820,6 +877,40 @@ def _feed_doc(feed: str, state: FeedState) -> dict[str, Any]:
 
 def _feed_state(value: dict[str, Any]) -> FeedState:
     return FeedState(**{name: value[name] for name in _FEED_STATE_FIELDS if name in value})
+
+
+def _outbox_entry(value: dict[str, Any]) -> OutboxEntry:
+    split = value.get("split")
+    if split is None:
+        return OutboxEntry(**value)
+    progress = SplitProgress(
+        message_id=split["message_id"],
+        html=split["html"],
+        left=tuple(split["left"]),
+        done=split["done"],
+        sent_at=tuple(split["sent_at"]),
+        text=split["text"],
+    )
+    return OutboxEntry(**{**value, "split": progress})
+
+
+def _outbox_doc(entry: OutboxEntry) -> dict[str, Any]:
+    doc = asdict(entry)
+    del doc["split"]
+    if entry.split is not None:
+        doc["split"] = _split_doc(entry.split)
+    return doc
+
+
+def _split_doc(split: SplitProgress) -> dict[str, Any]:
+    return {
+        "message_id": split.message_id,
+        "html": split.html,
+        "left": list(split.left),
+        "done": split.done,
+        "sent_at": list(split.sent_at),
+        "text": split.text,
+    }
 
 
 def _story(value: dict[str, Any]) -> Story:

@@ -10,11 +10,13 @@ out as digests, as a real one would under the real limits and the default max_de
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from aggregator.config import load_config
 from aggregator.store import Store
-from tests.conftest import TOKEN, write_config
+from tests.conftest import TOKEN, queued_alert, write_config
 from tests.daemon_process import DaemonProcess
 from tests.distinct_feed import REF, distinct_feed
 from tests.servers.fake_telegram import FakeTelegram, SentMessage, TelegramLimits
@@ -99,3 +101,59 @@ def test_sigkill_during_a_burst_then_restart_delivers_every_alert(
     assert set(duplicates) <= in_flight, "only alerts of the sends in flight were repeated"
     assert all(count == 1 for count in duplicates.values())
     assert stats.retry_after_sent == 0
+
+
+def test_sigkill_between_the_parts_of_a_split_alert_then_restart_sends_each_part_once(
+    tmp_path: Path,
+) -> None:
+    # An alert too long for one message goes out in 3 parts, each at its own turn under the
+    # channel's limit (here 1 message per 2 s), so the daemon spends seconds between them. A
+    # kill there must neither lose the parts not yet sent nor repeat the one already out: how
+    # far the alert got is in the store after every part.
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]
+    limits = TelegramLimits(group_messages=1, group_window_s=2.0, slack_s=0.0)
+    with FakeTelegram(token=TOKEN, enforce_limits=True, limits=limits) as telegram:
+        config = write_config(
+            tmp_path,
+            feeds=[{"name": "f", "url": "http://127.0.0.1:9/feed.xml"}],
+            watchlists=[{"name": "w", "any": ["x"], "channels": ["@long_chat"]}],
+            telegram={"api_url": telegram.api_url, "group_limit": "1/2s"},
+            token=TOKEN,
+        )
+        storage = load_config(config).storage_path
+        with Store.open(storage) as store:
+            store.commit(alerts=[queued_alert(1, "@long_chat", "\n".join(lines))])
+
+        def part_1_recorded() -> bool:
+            # Not killed before that: part 1 would be the one in flight, which may be repeated.
+            with Store.open(storage, readonly=True) as store:  # no lock: the daemon has it
+                return any(getattr(e, "split", None) for e in store.pending())
+
+        daemon = DaemonProcess(["run", "-c", str(config)])
+        try:
+            assert telegram.wait_for_messages(1, timeout=30), daemon.output()
+            # Polled (the fake hears of no store write), and given up on well before part 2's
+            # turn: the kill must land between the parts either way.
+            deadline = time.monotonic() + 1.5
+            while not part_1_recorded() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            daemon.kill()  # waiting for part 2's turn
+        finally:
+            daemon.close()
+        assert telegram.wait_until(lambda: not telegram._connections, 10)
+        assert len(telegram.messages) == 1, "killed before part 2's turn"
+
+        def shown() -> str:
+            return "\n".join(m.plain_text for m in telegram.messages)
+
+        final = DaemonProcess(["run", "-c", str(config)])
+        try:
+            assert telegram.wait_until(lambda: "line 29 " in shown(), 30), final.output()
+            assert final.terminate() == 0, final.output()
+        finally:
+            final.close()
+        with Store.open(storage, readonly=True) as store:
+            assert store.pending() == []
+        assert all(shown().count(f"line {n} ") == 1 for n in range(30)), "every line, once"
+        assert len(telegram.messages) == 3
+        assert telegram.stats.retry_after_sent == 0, "the restart counted the part already out"

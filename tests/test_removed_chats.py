@@ -10,6 +10,7 @@ for paused_keep).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -18,12 +19,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from aggregator.chats import Chats
-from aggregator.config import Config, load_config
+from aggregator.config import Config, LoadedConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.deliver import Deliverer
 from aggregator.metrics import Metrics
+from aggregator.pipeline import Runtime
 from aggregator.store import EditEntry, Store
 from aggregator.telegram_api import TelegramSender
 from tests.conftest import TOKEN, queued_alert, write_config
@@ -99,6 +102,43 @@ async def test_a_chat_removed_while_stopped_is_dropped_at_start_and_sent_nothing
     assert deliverer.stats["dropped_unconfigured"] == 7
 
 
+async def test_the_drop_is_per_chat_a_subscriber_still_subscribed_elsewhere_keeps_its_queue(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As the README says: a watchlist closed to subscription drops nothing for a subscriber
+    # still subscribed to another open one (an alert names only the first watchlist that
+    # matched it, so it cannot tell whether the open one would send it too).
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    chats = Chats(store)
+    for chat, watchlist in (("5001", "closed"), ("5001", "open"), ("5002", "closed")):
+        chats.subscribe(chat, watchlist)
+    store.commit(
+        alerts=[
+            dataclasses.replace(queued_alert(1, chat), watchlist="closed")
+            for chat in ("5001", "5002")
+        ]
+    )
+    config = write_config(
+        tmp_path,
+        feeds=[{"name": "f", "url": "http://127.0.0.1:9/feed.xml"}],
+        watchlists=[
+            {"name": "closed", "any": ["x"], "subscribable": False},
+            {"name": "open", "any": ["y"], "subscribable": True},
+        ],
+        telegram={"api_url": telegram.api_url},
+        token=TOKEN,
+    )
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    assert _dropped(caplog) == {"5002": 1}
+    assert await deliverer.drain(10) == 0
+    assert [m.text for m in telegram.sent_to("5001")] == ["<b>alert 1</b>"]
+    assert telegram.sent_to("5002") == []
+
+
 async def test_a_reload_drops_a_removed_chats_queue_and_nothing_reaches_it_after(
     tmp_path: Path,
     store: Store,
@@ -121,6 +161,7 @@ async def test_a_reload_drops_a_removed_chats_queue_and_nothing_reaches_it_after
         assert await _until(lambda: len(telegram.sent_to("@kept")) == 2, 5)
 
         deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
+        deliverer.wake()  # as the daemon does once the reload took effect
         assert store.pending() == []
         assert _dropped(caplog) == {"@removed": 2}
         assert "@removed" not in deliverer.paused_chats, "not reported as paused any more"
@@ -166,6 +207,48 @@ async def test_sighup_after_a_channel_is_removed_drops_its_queue_in_the_running_
         assert store.pending() == []
 
 
+async def test_a_reload_rolled_back_after_a_failure_drops_nothing(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A reload that fails part way (a bug: a bad config is refused before anything changes)
+    # goes back to the old config whole. The old config still sends to @removed, so its
+    # queue must still be there: a drop made before the failure could not be undone.
+    class SchedulingFails(Daemon):
+        fail_next_reload = False
+
+        def _sync_feed_jobs(
+            self, scheduler: AsyncIOScheduler, runtime: Runtime, previous: LoadedConfig | None
+        ) -> tuple[list[str], list[str], list[str]]:
+            if previous is not None and self.fail_next_reload:
+                self.fail_next_reload = False  # the rollback's own call goes through
+                raise RuntimeError("scheduling the feeds failed")
+            return super()._sync_feed_jobs(scheduler, runtime, previous)
+
+    caplog.set_level(logging.INFO, logger="aggregator")
+    telegram.forbid("@removed", "Forbidden: bot was kicked from the channel chat")
+    config = _config(tmp_path, telegram, ["@kept", "@removed"])
+    loaded = load_config(config)
+    with Store.open(loaded.storage_path) as store:
+        store.commit(
+            alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)]
+        )
+    daemon = SchedulingFails(loaded, TOKEN)
+    run = asyncio.create_task(daemon.run())
+    try:
+        assert await asyncio.to_thread(telegram.wait_for_messages, 2, 10, chat_id="@kept")
+        _config(tmp_path, telegram, ["@kept"])
+        daemon.fail_next_reload = True
+        os.kill(os.getpid(), signal.SIGHUP)
+        rolled_back = "config reload failed; going back to the old one"
+        assert await _until(lambda: any(r.getMessage() == rolled_back for r in caplog.records), 10)
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(run, 10) == 0
+    assert _dropped(caplog) == {}
+    with Store.open(loaded.storage_path) as store:
+        assert [e.id for e in store.pending("@removed")] == ["id-@removed-1", "id-@removed-2"]
+
+
 @needs_fsize
 async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent_to(
     tmp_path: Path,
@@ -183,8 +266,8 @@ async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent
     try:
         with store_unwritable(store):
             deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
-            assert "no longer in the config" in deliverer.paused_chats["@removed"]
             deliverer.wake()
+            assert "no longer in the config" in deliverer.paused_chats["@removed"]
         assert await _until(lambda: len(telegram.sent_to("@kept")) == 2, 10)
         deliverer.wake()
         assert await _until(lambda: _dropped(caplog) == {"@removed": 2}, 5)
@@ -192,3 +275,32 @@ async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent
     finally:
         await deliverer.aclose()
     assert not any(a.chat_id == "@removed" for a in telegram.attempts)
+
+
+@needs_fsize
+async def test_a_chat_held_because_its_queue_could_not_be_dropped_is_sent_to_once_back(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The disk is full at the reload that takes the channel out, and the admins put it back
+    # before a wake could drop its queue: it is theirs again, so it is no longer held.
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    config = _config(tmp_path, telegram, ["@kept", "@back"])
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    store.commit(alerts=[queued_alert(n, "@back") for n in (1, 2)])
+    try:
+        with store_unwritable(store):
+            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
+            deliverer.wake()
+            assert "no longer in the config" in deliverer.paused_chats["@back"]
+        deliverer.apply(_load(_config(tmp_path, telegram, ["@kept", "@back"])))
+        deliverer.wake()
+        assert "@back" not in deliverer.paused_chats
+        assert await _until(lambda: len(telegram.sent_to("@back")) == 2, 10)
+        assert await _until(lambda: store.pending() == [], 5)
+    finally:
+        await deliverer.aclose()
+    assert _dropped(caplog) == {}

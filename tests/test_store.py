@@ -30,6 +30,7 @@ from aggregator.store import (
     FeedState,
     OutboxEntry,
     SeenRecord,
+    SplitProgress,
     Store,
     Story,
     StoryMessage,
@@ -979,6 +980,39 @@ def test_feed_state_without_the_new_fields_loads_with_defaults(path: Path) -> No
     path.write_text(json.dumps(document), encoding="utf-8")
     with Store.open(path) as store:
         assert store.feed_state("f") == FeedState()
+
+
+def test_a_split_alerts_progress_survives_reopens_and_its_parts_count_for_pacing(
+    path: Path,
+) -> None:
+    # How far a split alert got is on its outbox entry, so that delivery goes on with the next
+    # part after a restart. Entries never split are stored as before the field existed.
+    text = entry("long").text
+    progress = SplitProgress(
+        message_id=5, html=True, left=("<b>2</b>", "<b>3</b>"), done=1, sent_at=(100.0,), text=text
+    )
+    with Store.open(path) as store:
+        store.commit(alerts=[entry("long"), entry("short")])
+        store.record_part("long", progress)
+        store.record_part("unknown", progress)  # no-op
+    with Store.open(path) as store:  # from the journal
+        assert [e.split for e in store.pending()] == [progress, None]
+        assert store.recent_sends(0.0) == {"@news": [100.0]}
+        store.compact()
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert ["split" in doc for doc in document["outbox"].values()] == [True, False]
+    with Store.open(path) as store:  # from the snapshot
+        assert [e.split for e in store.pending()] == [progress, None]
+        assert progress.advanced(None) == dataclasses.replace(progress, left=("<b>3</b>",), done=2)
+        after = progress.advanced(110.0)
+        assert after is not None and after.advanced(120.0) is None, "part 3 was the last"
+        store.record_part("long", after)
+        store.mark_sent("long", message_id=5, sent_at=120.0, sent_text=text)
+        record = store.sent_record("long")
+        assert record is not None and record.message_id == 5
+        assert store.recent_sends(105.0) == {"@news": [110.0, 120.0]}
+    with Store.open(path) as store:
+        assert store.recent_sends(0.0) == {"@news": [100.0, 110.0, 120.0]}
 
 
 def test_poll_times_written_by_a_commit_start_their_wait_afresh(path: Path) -> None:
