@@ -1001,7 +1001,15 @@ class Deliverer:
         gate (see _send_part). A failure of the first raises: the alert is retried as usual."""
         if not pieces:
             return _Sent(None)
-        first = Outgoing(chat, pieces[0], html=html, disable_preview=disable_preview)
+        # The first part waits for its answer as long as a whole message would (patience):
+        # otherwise a slow Telegram gets it again on every retry.
+        first = Outgoing(
+            chat,
+            pieces[0],
+            html=html,
+            disable_preview=disable_preview,
+            patience=self._patience.get(chat, 1),
+        )
         return _Sent(await self._sender.send(first), tuple(pieces[1:]), html)
 
     async def _send_part(self, entry: OutboxEntry, split: SplitProgress) -> None:

@@ -155,3 +155,25 @@ async def test_a_slow_telegram_gets_one_copy_more_not_one_per_timeout(
     assert deliverer.stats["maybe_sent"] == 1
     (retry,) = [r for r in caplog.records if r.getMessage() == "send failed, will retry"]
     assert retry.__dict__["fields"]["maybe_sent"] is True
+
+
+async def test_a_slow_telegram_gets_one_copy_more_of_a_split_alerts_first_part_too(
+    store: Store, telegram: FakeTelegram
+) -> None:
+    # The first part of an alert too long for one message is sent as a whole message is: its
+    # retry waits longer for the answer, so that a slow Telegram does not get it once per
+    # timeout, and the other parts follow.
+    telegram.slow_answers(1.5)
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]
+    store.commit(alerts=[queued_alert(1, "@slow_chan", "\n".join(lines))])
+    sender = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=1.0)
+    deliverer = Deliverer(store, sender, max_backoff_s=0.2)
+    try:
+        assert await deliverer.drain(40) == 0
+    finally:
+        await deliverer.aclose()
+        await sender.aclose()
+    shown = "\n".join(m.plain_text for m in telegram.sent_to("@slow_chan"))
+    copies = [shown.count(f"line {n} ") for n in range(30)]
+    assert min(copies) >= 1, "every line arrives"
+    assert max(copies) <= 2, f"at most one copy more of any part: {copies}"
