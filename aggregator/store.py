@@ -755,7 +755,12 @@ class Store:
             if (value["item_key"], value["watchlist"]) in waiting:
                 batch.delete(OUTBOX, doc_id)
             else:
-                batch.put(OUTBOX, doc_id, {**value, "chat": new})
+                moved = {**value, "chat": new}
+                if moved.get("split") is not None:
+                    # Its first part is in the old group: that message id means another
+                    # message in the new one (or none), so nothing may be edited through it.
+                    moved["split"] = {**moved["split"], "message_id": None}
+                batch.put(OUTBOX, doc_id, moved)
         # The messages to edit stayed in the old group: Telegram gives them other ids.
         for target in self._edits_by_chat.get(old, {}):
             batch.delete(EDITS, self._edits[target])

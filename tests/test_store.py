@@ -1015,6 +1015,23 @@ def test_a_split_alerts_progress_survives_reopens_and_its_parts_count_for_pacing
         assert store.recent_sends(0.0) == {"@news": [100.0, 110.0, 120.0]}
 
 
+def test_a_split_alert_moved_to_a_supergroup_forgets_its_first_parts_message(
+    path: Path,
+) -> None:
+    # Its first part stayed in the old group: the id of that message means another message (or
+    # none) in the new one, so neither an edit nor the sent record may point there.
+    progress = SplitProgress(
+        message_id=5, html=True, left=("<b>2</b>",), done=1, sent_at=(100.0,), text="t"
+    )
+    with Store.open(path) as store:
+        store.commit(alerts=[entry("long", "-555")])
+        store.record_part("long", progress)
+        store.replace_chat("-555", "-1005550")
+        (moved,) = store.pending()
+    assert moved.chat == "-1005550"
+    assert moved.split == dataclasses.replace(progress, message_id=None)
+
+
 def test_poll_times_written_by_a_commit_start_their_wait_afresh(path: Path) -> None:
     with Store.open(path) as store:
         polled = FeedState(etag="e1", initialized=True, last_success_at=100.0, next_poll_at=700.0)
