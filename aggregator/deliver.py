@@ -675,6 +675,18 @@ class Deliverer:
                     error=str(error),
                 )
                 await self._record(job, self._done(job, None))
+            elif isinstance(job, EditEntry) and isinstance(error, MessageTooLong):
+                # An alert sent in parts, whose new text ("also: ...") is as long: one message
+                # cannot hold it, now or after retries, and the chat need not wait for them.
+                self.stats["edits_dropped"] += 1
+                event(
+                    log,
+                    logging.WARNING,
+                    "edited text too long for one message; the alert keeps its text",
+                    chat=chat,
+                    alert=job_id,
+                )
+                await self._record(job, self._done(job, None))
             elif isinstance(job, OutboxEntry) and job.split is not None:
                 # A later part refused for good: logged, and the rest still sent (sending the
                 # alert again would repeat the parts already delivered).

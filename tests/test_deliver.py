@@ -179,6 +179,25 @@ async def test_edit_of_a_message_that_is_gone_is_dropped(
     assert store.pending_edits() == []
 
 
+async def test_edit_too_long_for_one_message_is_dropped_at_once(
+    store: Store, sender: TelegramSender, telegram: FakeTelegram
+) -> None:
+    # An alert that went out in parts gets a near-duplicate's "also:" line: its text is too
+    # long for the one message an edit replaces. Dropped with a warning, not retried (each
+    # retry would hold the chat's queue through a backoff), and the next alert goes out.
+    await _sent(store, sender, _entry(1, "@chan_long"))
+    long_text = "\n".join(f"line {n} " + "word " * 60 for n in range(30))
+    store.commit(edits=[_edit("id-@chan_long-1", "@chan_long", long_text, long_text)])
+    _queue(store, _entry(2, "@chan_long"))
+    deliverer = Deliverer(store, sender)
+    assert await deliverer.drain(10) == 0
+    edits = [a for a in telegram.attempts if a.method == "editMessageText"]
+    assert len(edits) == 1 and "too long" in (edits[0].description or "")
+    assert deliverer.stats["edits_dropped"] == 1
+    assert store.pending_edits() == []
+    assert len(telegram.sent_to("@chan_long")) == 2
+
+
 async def test_edit_with_unparseable_html_falls_back_to_plain_text(
     store: Store, sender: TelegramSender, telegram: FakeTelegram
 ) -> None:
