@@ -12,6 +12,7 @@ extension was not built (no C compiler at install).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from aggregator.matching import Matcher, WatchlistRules, index, matcher, native
 from aggregator.matching.tokens import CHUNK_TOKENS
-from aggregator.models import Hit
+from aggregator.models import Hit, WatchlistMatch
 from tests.test_matching_props import PIECES, WATCHLISTS, _valid, texts
 
 kernel = pytest.importorskip("aggregator.matching._kernel")
@@ -164,9 +165,11 @@ def test_a_cleared_chunk_cache_is_filled_again() -> None:
                              "title", ["a"], Hit, tuple), IndexError),
         (lambda: kernel.hits([0], [(0,)], [], [], [], {0}, ["a"], [((),)], {"a": ()}, 1, "a",
                              None, None, "title", ["a"], dict, tuple), TypeError),
-        (lambda: kernel.group([], [0], [], set(), {}), TypeError),
-        (lambda: kernel.group(["hit"], [5], [0], set(), {}), IndexError),
-        (lambda: kernel.group(["hit"], [0], [1], {0}, {0: 5}), TypeError),
+        (lambda: kernel.group([], [0], [], set(), {}, [], WatchlistMatch), TypeError),
+        (lambda: kernel.group(["hit"], [5], [0], set(), {}, [], WatchlistMatch), IndexError),
+        (lambda: kernel.group(["hit"], [0], [1], {0}, {0: 5}, ["w"], WatchlistMatch), TypeError),
+        (lambda: kernel.group(["hit"], [0], [0], {0}, {}, ["w"], 5), TypeError),
+        (lambda: kernel.group(["hit"], [0], [0], {0}, {}, [], WatchlistMatch), IndexError),
         (lambda: kernel.add_ids(set(), [], [(1,)], [1], []), TypeError),
         (lambda: kernel.add_ids(frozenset(), [], [], [], []), TypeError),
         (lambda: kernel.add_ids(set(), (), [], [], []), TypeError),
@@ -218,4 +221,15 @@ def test_ints_and_flags_of_other_types_are_refused_before_they_run_code() -> Non
     with pytest.raises(TypeError):
         kernel.find([("k", (1,), {}, (), 0, 0, {}, 0, Flag())], True, True)
     with pytest.raises(TypeError):
-        kernel.group(["hit"], [Id(0)], [0], {0}, {})
+        kernel.group(["hit"], [Id(0)], [0], {0}, {}, ["w"], WatchlistMatch)
+
+
+def test_watchlist_match_has_the_fields_the_kernel_sets() -> None:
+    """_kernel.group makes WatchlistMatch objects itself, setting these two fields as the
+    dataclass's __init__ does: a field added to the class must be added there too."""
+    assert [f.name for f in dataclasses.fields(WatchlistMatch)] == ["watchlist", "hits"]
+    assert not hasattr(WatchlistMatch, "__post_init__")
+    made = kernel.group([], [], [], {0}, {}, ["w"], WatchlistMatch)
+    assert made == {0: WatchlistMatch("w", ())}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made[0].hits = ()  # type: ignore[misc]

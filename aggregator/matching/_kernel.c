@@ -38,9 +38,11 @@ enum {
     E_SIZE
 };
 
-/* The shared empty tuple and 0 (see PyInit__kernel). */
+/* The shared empty tuple and 0, and WatchlistMatch's attribute names (see PyInit__kernel). */
 static PyObject *empty_tuple = NULL;
 static PyObject *zero = NULL;
+static PyObject *watchlist_attribute = NULL;
+static PyObject *hits_attribute = NULL;
 
 static int
 bad_input(const char *what)
@@ -665,8 +667,27 @@ item_of(PyObject *list, PyObject *index)
     return PyList_GetItem(list, at);
 }
 
+/* A WatchlistMatch(name, hits), made as its dataclass __init__ makes it: the two slots set
+ * with object.__setattr__ (the class is frozen). tests/test_matching_kernel.py checks that
+ * these are still its only fields. */
+static PyObject *
+new_match(PyTypeObject *type, PyObject *name, PyObject *hits)
+{
+    PyObject *match = type->tp_alloc(type, 0);
+    if (match == NULL) {
+        return NULL;
+    }
+    if (PyObject_GenericSetAttr(match, watchlist_attribute, name) < 0
+        || PyObject_GenericSetAttr(match, hits_attribute, hits) < 0) {
+        Py_DECREF(match);
+        return NULL;
+    }
+    return match;
+}
+
 PyDoc_STRVAR(group_doc,
-"group(hits, owners, any_of, fired, several) -> {watchlist index: hits}\n\n"
+"group(hits, owners, any_of, fired, several, names, match_type)\n"
+"    -> {watchlist index: WatchlistMatch}\n\n"
 "matcher.py's _group_python, in C.");
 
 static int
@@ -686,12 +707,17 @@ static PyObject *
 group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "group() takes 5 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "group() takes 7 arguments");
         return NULL;
     }
     PyObject *hit_list = args[0], *owners = args[1], *any_of = args[2], *fired = args[3];
-    PyObject *several = args[4];
+    PyObject *several = args[4], *names = args[5];
+    if (!PyType_Check(args[6]) || !PyList_Check(names)) {
+        bad_input("group() was given arguments of the wrong types");
+        return NULL;
+    }
+    PyTypeObject *match_type = (PyTypeObject *)args[6];
     if (!PyList_Check(hit_list) || !PyList_Check(owners) || !PyList_Check(any_of)
         || !PyAnySet_Check(fired) || !PyDict_Check(several)
         || PyList_GET_SIZE(hit_list) != PyList_GET_SIZE(owners)) {
@@ -754,17 +780,20 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
-    /* Each watchlist's hits as the tuple its WatchlistMatch holds. Replacing the value of an
-     * existing key does not resize the dict, so iterating it meanwhile is safe. */
+    /* Each watchlist's WatchlistMatch, its hits a tuple. Replacing the value of an existing
+     * key does not resize the dict, so iterating it meanwhile is safe. */
     Py_ssize_t position = 0;
     PyObject *key, *list;
     while (PyDict_Next(lists, &position, &key, &list)) {
-        PyObject *hits = PyList_AsTuple(list);
-        if (hits == NULL || PyDict_SetItem(lists, key, hits) < 0) {
-            Py_XDECREF(hits);
+        PyObject *name = item_of(names, key);
+        PyObject *hits = name == NULL ? NULL : PyList_AsTuple(list);
+        PyObject *match = hits == NULL ? NULL : new_match(match_type, name, hits);
+        Py_XDECREF(hits);
+        if (match == NULL || PyDict_SetItem(lists, key, match) < 0) {
+            Py_XDECREF(match);
             goto error;
         }
-        Py_DECREF(hits);
+        Py_DECREF(match);
     }
     Py_DECREF(iterator);
     return lists;
@@ -1047,7 +1076,10 @@ PyInit__kernel(void)
      * process's lifetime. */
     empty_tuple = PyTuple_New(0);
     zero = PyLong_FromLong(0);
-    if (empty_tuple == NULL || zero == NULL) {
+    watchlist_attribute = PyUnicode_InternFromString("watchlist");
+    hits_attribute = PyUnicode_InternFromString("hits");
+    if (empty_tuple == NULL || zero == NULL || watchlist_attribute == NULL
+        || hits_attribute == NULL) {
         return NULL;
     }
     return PyModule_Create(&module);

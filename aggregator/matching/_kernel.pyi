@@ -3,7 +3,7 @@ from collections.abc import Mapping, Sequence, Set
 
 from aggregator.matching.index import Found, _Found, _TokenStarts
 from aggregator.matching.tokens import ChunkToken
-from aggregator.models import Hit
+from aggregator.models import Hit, WatchlistMatch
 
 def find(tokens: list[_TokenStarts], phrases: bool, checked: bool, /) -> _Found: ...
 def hits(
@@ -32,8 +32,10 @@ def group(
     any_of: list[int],
     fired: Set[int],
     several: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
+    names: list[str],
+    match_type: type[WatchlistMatch],
     /,
-) -> dict[int, tuple[Hit, ...]]: ...
+) -> dict[int, WatchlistMatch]: ...
 def add_ids(
     into: set[int],
     every: list[int],

@@ -131,9 +131,12 @@ def _group_python(
     any_of: list[int],
     fired: Set[int],
     several: dict[int, _Roles],
-) -> dict[int, tuple[Hit, ...]]:
-    """The hits of each simple watchlist that fired: those of its `any` terms, in order
-    (owners[n] is the term id of hits[n]; the reference implementation of _kernel.group)."""
+    names: list[str],
+    match_type: type[WatchlistMatch],
+) -> dict[int, WatchlistMatch]:
+    """The match of each simple watchlist that fired, with the hits of its `any` terms, in
+    order (owners[n] is the term id of hits[n]; the reference implementation of
+    _kernel.group)."""
     lists: dict[int, list[Hit]] = {index: [] for index in fired}
     for hit, term_id in zip(hits, owners, strict=True):
         index = any_of[term_id]
@@ -143,7 +146,7 @@ def _group_python(
             for index in several[term_id][0]:
                 if index in lists:
                     lists[index].append(hit)
-    return {index: tuple(found) for index, found in lists.items()}
+    return {index: match_type(names[index], tuple(found)) for index, found in lists.items()}
 
 
 def _triage_python(
@@ -351,14 +354,13 @@ class Matcher:
         made = scan.hits(wanted, self._texts)
         # A simple watchlist reports every hit of its `any` terms (hits are made only of terms
         # found), in the order made.
-        simple_hits = _group(made.hits, made.owners, any_of, fired, self._several)
         names = self._names
+        simple = _group(made.hits, made.owners, any_of, fired, self._several, names, WatchlistMatch)
         return [
-            WatchlistMatch(
-                names[index],
-                simple_hits[index]
-                if index in simple_hits
-                else made.of(positives[index], self._watchlists[index].fields),
+            simple[index]
+            if index in simple
+            else WatchlistMatch(
+                names[index], made.of(positives[index], self._watchlists[index].fields)
             )
             for index in sorted(fired.union(positives))
         ]
