@@ -664,7 +664,11 @@ item_of(PyObject *list, PyObject *index)
         bad_input("a term table is not a list");
         return NULL;
     }
-    return PyList_GetItem(list, at);
+    if (at < 0 || at >= PyList_GET_SIZE(list)) {
+        PyErr_SetString(PyExc_IndexError, "matching kernel: index out of range");
+        return NULL;
+    }
+    return PyList_GET_ITEM(list, at);
 }
 
 /* A WatchlistMatch(name, hits), made as its dataclass __init__ makes it: the two slots set
