@@ -1025,16 +1025,31 @@ class Deliverer:
         return _Sent(await self._sender.send(first), tuple(pieces[1:]), html)
 
     async def _send_part(self, entry: OutboxEntry, split: SplitProgress) -> None:
-        """Send the next part of a split alert whose first part is out."""
-        await self._sender.send(
-            Outgoing(
-                entry.chat,
-                split.left[0],
-                html=split.html,
-                disable_preview=entry.disable_preview,
-                patience=self._patience.get(entry.chat, 1),
-            )
+        """Send the next part of a split alert whose first part is out; a part whose HTML
+        Telegram cannot parse is sent as plain text, as a whole alert is (see _send_text)."""
+        part = Outgoing(
+            entry.chat,
+            split.left[0],
+            html=split.html,
+            disable_preview=entry.disable_preview,
+            patience=self._patience.get(entry.chat, 1),
         )
+        try:
+            await self._sender.send(part)
+        except MarkupRejected as exc:
+            plain = _part_to_plain(part.text) if part.html else ""
+            if not plain.strip():
+                raise
+            event(
+                log,
+                logging.WARNING,
+                "Telegram could not parse the HTML of a part; sending it as plain text",
+                chat=entry.chat,
+                alert=_label(entry),
+                part=f"{split.done + 1}/{split.done + len(split.left)}",
+                error=str(exc),
+            )
+            await self._sender.send(dataclasses.replace(part, text=plain, html=False))
 
     def _piece_lost(self, entry: OutboxEntry, split: SplitProgress, error: DeliveryError) -> None:
         self.stats["pieces_lost"] += 1
@@ -1143,3 +1158,15 @@ _TAG = re.compile(r"<[^>]*>")
 def _markup_to_plain(html_text: str) -> str:
     """Our own Telegram HTML (a few tags, lines split by "\n") as the text it shows."""
     return unescape(_TAG.sub("", html_text))
+
+
+_LINK = re.compile(r'<a href="([^"]*)">(.*?)</a>', re.DOTALL)
+
+
+def _part_to_plain(html_text: str) -> str:
+    """A part of a composed alert (whole lines of its HTML, see html_pieces) as plain text.
+
+    As compose makes an alert's plain twin: the text the HTML shows, and each link's address
+    after its text (the "also:" line's sources), since plain text cannot carry it otherwise.
+    """
+    return _markup_to_plain(_LINK.sub(r"\2 \1", html_text))
