@@ -339,13 +339,22 @@ class Deliverer:
         timer = self._timers.pop(chat, None)
         if timer is not None:
             timer.cancel()
-        self.stats["dropped_unconfigured"] += len(jobs)
+        # Split alerts whose first parts are out arrived (in part): only their rest is dropped.
+        started = [
+            (job, job.split)
+            for job in jobs
+            if isinstance(job, OutboxEntry) and job.split is not None
+        ]
+        for entry, split in started:
+            self._rest_given_up(entry, split, "chat is no longer in the config", logging.WARNING)
+        self.stats["dropped_unconfigured"] += len(jobs) - len(started)
         event(
             log,
             logging.WARNING,
             "chat is no longer in the config (nor subscribed); dropping what was queued for it",
             chat=chat,
-            dropped=len(jobs),
+            dropped=len(jobs) - len(started),
+            **({"split_rest_dropped": len(started)} if started else {}),
         )
 
     def _follow_moves(self) -> None:
@@ -767,6 +776,29 @@ class Deliverer:
             error=error,
         )
 
+    def _rest_given_up(
+        self, entry: OutboxEntry, split: SplitProgress, why: str, level: int
+    ) -> None:
+        """Log and count a split alert whose first parts reached the chat and whose other
+        parts will not: it arrived (in part), so it counts as sent, its parts not sent as
+        lost; not as an alert given up on."""
+        self.stats["sent"] += 1
+        self.stats["pieces_lost"] += len(split.left)
+        self._metrics.alert_sent(entry.created_at, now=split.sent_at[0] if split.sent_at else None)
+        event(
+            log,
+            level,
+            "giving up on the rest of a split alert; its first parts were delivered",
+            chat=entry.chat,
+            alert=_label(entry),
+            feed=entry.feed,
+            watchlist=entry.watchlist,
+            delivered=len(split.sent_at),
+            given_up=len(split.left),
+            parts=split.done + len(split.left),
+            error=why,
+        )
+
     def _moved(self, chat: str, new_chat: str) -> None:
         event(
             log,
@@ -879,8 +911,12 @@ class Deliverer:
     def _expire(self, chat: str, reason: str) -> None:
         """A chat refused the bot for longer than paused_keep_s: give its alerts up."""
         jobs = self._queued(chat)
+        why = f"chat refused the bot for over {self.paused_keep_s:g}s: {reason}"
         for job in jobs:
-            self._give_up(job, f"chat refused the bot for over {self.paused_keep_s:g}s: {reason}")
+            if isinstance(job, OutboxEntry) and job.split is not None:
+                self._rest_given_up(job, job.split, why, logging.ERROR)
+            else:
+                self._give_up(job, why)
         try:
             self._retire_unsent(jobs)
             self.chats.unpause(chat)
@@ -893,11 +929,16 @@ class Deliverer:
         return [*self._store.pending(chat), *self._store.pending_edits(chat)]
 
     def _retire_unsent(self, jobs: Sequence[OutboxEntry | EditEntry]) -> None:
-        """Take jobs that will never be sent out of the queue (raises StoreError)."""
-        entries = [job.id for job in jobs if isinstance(job, OutboxEntry)]
-        self._store.mark_sent_many(entries, message_id=None, sent_at=time.time())
+        """Take jobs that will never be sent (or not all their parts) out of the queue
+        (raises StoreError). A split alert whose first part is out keeps that part's message
+        id in its sent record: edits of it reach the chat's message."""
+        now = time.time()
+        entries = [job.id for job in jobs if isinstance(job, OutboxEntry) and job.split is None]
+        self._store.mark_sent_many(entries, message_id=None, sent_at=now)
         for job in jobs:
-            if isinstance(job, EditEntry):
+            if isinstance(job, OutboxEntry) and job.split is not None:
+                self._store.mark_sent(job.id, message_id=job.split.message_id, sent_at=now)
+            elif isinstance(job, EditEntry):
                 self._store.edit_done(job.target)
 
     def _done(self, job: Job, message_id: int | None) -> Callable[[], None]:

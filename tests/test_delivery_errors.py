@@ -315,6 +315,43 @@ async def test_a_later_part_refused_as_plain_text_too_is_logged_lost(
     assert [r.__dict__["fields"]["part"] for r in lost] == ["2/3"]
 
 
+async def test_a_split_alert_given_up_after_its_first_part_is_reported_as_delivered_in_part(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The chat refuses the bot from the second part on, past paused_keep: the alert reached
+    # it (in part), so it is no alert given up on, and its record keeps the first part's
+    # message id, which later edits need.
+    class KickedAfterPartOne(TelegramSender):
+        calls = 0
+
+        async def send(self, message: Outgoing) -> int | None:
+            self.calls += 1
+            if self.calls == 3:  # the whole message, part 1, then part 2
+                telegram.forbid("@long_chat", "Forbidden: bot was kicked from the channel chat")
+            return await super().send(message)
+
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # three parts
+    sender = KickedAfterPartOne(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
+    try:
+        with Store.open(tmp_path / "state.json") as store:
+            store.commit(alerts=[queued_alert(1, "@long_chat", "\n".join(lines))])
+            deliverer = Deliverer(store, sender, paused_keep_s=0.0)
+            assert await deliverer.drain(10) == 0
+            record = store.sent_record("id-@long_chat-1")
+    finally:
+        await sender.aclose()
+    (first,) = telegram.sent_to("@long_chat")
+    assert record is not None and record.message_id == first.message_id
+    assert deliverer.stats["failed"] == 0
+    assert deliverer.stats["sent"] == 1 and deliverer.stats["pieces_lost"] == 2
+    assert not [r for r in caplog.records if r.getMessage() == "giving up on alert"]
+    (rest,) = [r for r in caplog.records if r.getMessage().startswith("giving up on the rest")]
+    fields = rest.__dict__["fields"]
+    assert (fields["delivered"], fields["given_up"], fields["parts"]) == (1, 2, 3)
+    assert fields["alert"] == "id-@long_chat-1" and "kicked" in fields["error"]
+
+
 async def test_a_stop_between_the_parts_of_a_split_alert_loses_none_and_repeats_none(
     tmp_path: Path, sender: TelegramSender, telegram: FakeTelegram
 ) -> None:

@@ -26,6 +26,7 @@ from aggregator.config import Config, LoadedConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.deliver import Deliverer
 from aggregator.metrics import Metrics
+from aggregator.pacing import Limits, Rate
 from aggregator.pipeline import Runtime
 from aggregator.store import EditEntry, Store
 from aggregator.telegram_api import TelegramSender
@@ -100,6 +101,41 @@ async def test_a_chat_removed_while_stopped_is_dropped_at_start_and_sent_nothing
     assert all(telegram.sent_to(chat) for chat in kept)
     assert not any(a.chat_id in removed for a in telegram.attempts)
     assert deliverer.stats["dropped_unconfigured"] == 7
+
+
+async def test_a_split_alert_half_out_when_its_chat_is_removed_keeps_its_message_id(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its first part is in the chat: only the rest is dropped, the alert is not counted as
+    # dropped, and its record names that part's message (for edits).
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # three parts
+    store.commit(
+        alerts=[queued_alert(1, "@removed", "\n".join(lines)), queued_alert(2, "@removed")]
+    )
+    deliverer = Deliverer(store, sender, limits=Limits(group=Rate(1, 60.0)))
+    deliverer.wake()
+    assert await _until(lambda: any(e.split is not None for e in store.pending()), 5)
+    await asyncio.wait_for(deliverer.aclose(), 5)
+    (first,) = telegram.sent_to("@removed")
+
+    config = _load(_config(tmp_path, telegram, ["@kept"]))
+    deliverer = Deliverer.from_config(store, sender, config, paced=True, metrics=Metrics())
+    await deliverer.aclose()
+    assert store.pending() == []
+    record = store.sent_record("id-@removed-1")
+    assert record is not None and record.message_id == first.message_id
+    assert deliverer.stats["dropped_unconfigured"] == 1, "alert 2; alert 1 arrived in part"
+    assert deliverer.stats["pieces_lost"] == 2
+    assert _dropped(caplog) == {"@removed": 1}
+    (rest,) = [r for r in caplog.records if r.getMessage().startswith("giving up on the rest")]
+    assert rest.__dict__["fields"]["alert"] == "id-@removed-1"
+    assert (rest.__dict__["fields"]["delivered"], rest.__dict__["fields"]["given_up"]) == (1, 2)
+    assert len(telegram.sent_to("@removed")) == 1
 
 
 async def test_the_drop_is_per_chat_a_subscriber_still_subscribed_elsewhere_keeps_its_queue(
