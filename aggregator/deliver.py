@@ -200,8 +200,9 @@ class Deliverer:
         self.store_error: str | None = None
         self._paused: dict[str, str] = {}
         # Chats out of the config whose queue the store could not drop: held in _paused until
-        # a wake drops it, or a config names them again (see _drop_unconfigured).
-        self._drop_held: set[str] = set()
+        # a wake drops it, or a config names them again (see _drop_unconfigured); with the
+        # reason they were paused for before (they refused the bot), None if they were not.
+        self._drop_held: dict[str, str | None] = {}
         self._durably_paused = set(self.chats.paused())
         self._all_paused = self.chats.delivery_paused
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -307,10 +308,14 @@ class Deliverer:
         if not queued and not self._drop_held:
             return
         configured = configured_chats(self._config, self.chats)
-        for chat in sorted(self._drop_held & configured):
+        for chat in sorted(self._drop_held.keys() & configured):
             # Put back in the config before its queue could be dropped: it is sent after all.
-            self._drop_held.discard(chat)
-            self._paused.pop(chat, None)
+            refusal = self._drop_held.pop(chat)
+            if refusal is not None and chat in self._timers:
+                # It refused the bot too: still paused, until its retry is due (the timer).
+                self._paused[chat] = refusal
+            else:
+                self._paused.pop(chat, None)
             event(log, logging.INFO, "chat is in the config again; its queue is kept", chat=chat)
         for chat in sorted(queued - configured):
             self._drop_chat(chat)
@@ -323,7 +328,8 @@ class Deliverer:
                 self.chats.unpause(chat)  # no longer ours to report as paused
         except StoreError as exc:
             # Held like a paused chat (no worker sends to it), and tried again at the next wake.
-            self._drop_held.add(chat)
+            if chat not in self._drop_held:
+                self._drop_held[chat] = self._paused.get(chat)
             self._paused[chat] = f"no longer in the config; its queue cannot be dropped: {exc}"
             event(
                 log,
@@ -333,7 +339,7 @@ class Deliverer:
                 error=str(exc),
             )
             return
-        self._drop_held.discard(chat)
+        self._drop_held.pop(chat, None)
         self._durably_paused.discard(chat)
         self._paused.pop(chat, None)
         timer = self._timers.pop(chat, None)

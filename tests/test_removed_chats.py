@@ -48,7 +48,9 @@ async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
     return True
 
 
-def _config(folder: Path, telegram: FakeTelegram, channels: Sequence[str]) -> Path:
+def _config(
+    folder: Path, telegram: FakeTelegram, channels: Sequence[str], paused_retry: str = "1s"
+) -> Path:
     return write_config(
         folder,
         feeds=[{"name": "f", "url": "http://127.0.0.1:9/feed.xml"}],
@@ -56,7 +58,7 @@ def _config(folder: Path, telegram: FakeTelegram, channels: Sequence[str]) -> Pa
             {"name": "w", "any": ["x"], "channels": list(channels)},
             {"name": "open", "any": ["y"], "subscribable": True},
         ],
-        telegram={"api_url": telegram.api_url, "admins": [777], "paused_retry": "1s"},
+        telegram={"api_url": telegram.api_url, "admins": [777], "paused_retry": paused_retry},
         token=TOKEN,
     )
 
@@ -340,3 +342,36 @@ async def test_a_chat_held_because_its_queue_could_not_be_dropped_is_sent_to_onc
     finally:
         await deliverer.aclose()
     assert _dropped(caplog) == {}
+
+
+@needs_fsize
+async def test_a_chat_that_refused_the_bot_stays_paused_when_put_back_before_its_drop(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+) -> None:
+    # The channel kicked the bot; the admins take it out of the config while the disk is full,
+    # then put it back. Only the hold for the drop ends: it still refused the bot, so it is
+    # tried again when paused_retry says, not at once.
+    telegram.forbid("@back", "Forbidden: bot was kicked from the channel chat")
+    config = _config(tmp_path, telegram, ["@kept", "@back"], paused_retry="1h")
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    store.commit(alerts=[queued_alert(n, "@back") for n in (1, 2)])
+    try:
+        deliverer.wake()
+        assert await _until(lambda: "kicked" in deliverer.paused_chats.get("@back", ""), 5)
+        assert await _until(lambda: bool(telegram.sent_to("777")), 5), "the admins were told"
+        with store_unwritable(store):
+            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"], paused_retry="1h")))
+            deliverer.wake()
+            assert "no longer in the config" in deliverer.paused_chats["@back"]
+        deliverer.apply(_load(_config(tmp_path, telegram, ["@kept", "@back"], paused_retry="1h")))
+        deliverer.wake()
+        assert "kicked" in deliverer.paused_chats["@back"]
+        store.commit(alerts=[queued_alert(1, "@kept")])
+        assert await deliverer.drain(10) == 2, "@back's alerts wait for its retry"
+    finally:
+        await deliverer.aclose()
+    assert sum(a.chat_id == "@back" for a in telegram.attempts) == 1, "not retried at once"
+    assert len(telegram.sent_to("@kept")) == 1
