@@ -200,8 +200,9 @@ class Deliverer:
         self.store_error: str | None = None
         self._paused: dict[str, str] = {}
         # Chats out of the config whose queue the store could not drop: held in _paused until
-        # a wake drops it, or a config names them again (see _drop_unconfigured).
-        self._drop_held: set[str] = set()
+        # a wake drops it, or a config names them again (see _drop_unconfigured); with the
+        # reason they were paused for before (they refused the bot), None if they were not.
+        self._drop_held: dict[str, str | None] = {}
         self._durably_paused = set(self.chats.paused())
         self._all_paused = self.chats.delivery_paused
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -307,10 +308,14 @@ class Deliverer:
         if not queued and not self._drop_held:
             return
         configured = configured_chats(self._config, self.chats)
-        for chat in sorted(self._drop_held & configured):
+        for chat in sorted(self._drop_held.keys() & configured):
             # Put back in the config before its queue could be dropped: it is sent after all.
-            self._drop_held.discard(chat)
-            self._paused.pop(chat, None)
+            refusal = self._drop_held.pop(chat)
+            if refusal is not None and chat in self._timers:
+                # It refused the bot too: still paused, until its retry is due (the timer).
+                self._paused[chat] = refusal
+            else:
+                self._paused.pop(chat, None)
             event(log, logging.INFO, "chat is in the config again; its queue is kept", chat=chat)
         for chat in sorted(queued - configured):
             self._drop_chat(chat)
@@ -323,7 +328,8 @@ class Deliverer:
                 self.chats.unpause(chat)  # no longer ours to report as paused
         except StoreError as exc:
             # Held like a paused chat (no worker sends to it), and tried again at the next wake.
-            self._drop_held.add(chat)
+            if chat not in self._drop_held:
+                self._drop_held[chat] = self._paused.get(chat)
             self._paused[chat] = f"no longer in the config; its queue cannot be dropped: {exc}"
             event(
                 log,
@@ -333,19 +339,28 @@ class Deliverer:
                 error=str(exc),
             )
             return
-        self._drop_held.discard(chat)
+        self._drop_held.pop(chat, None)
         self._durably_paused.discard(chat)
         self._paused.pop(chat, None)
         timer = self._timers.pop(chat, None)
         if timer is not None:
             timer.cancel()
-        self.stats["dropped_unconfigured"] += len(jobs)
+        # Split alerts whose first parts are out arrived (in part): only their rest is dropped.
+        started = [
+            (job, job.split)
+            for job in jobs
+            if isinstance(job, OutboxEntry) and job.split is not None
+        ]
+        for entry, split in started:
+            self._rest_given_up(entry, split, "chat is no longer in the config", logging.WARNING)
+        self.stats["dropped_unconfigured"] += len(jobs) - len(started)
         event(
             log,
             logging.WARNING,
             "chat is no longer in the config (nor subscribed); dropping what was queued for it",
             chat=chat,
-            dropped=len(jobs),
+            dropped=len(jobs) - len(started),
+            **({"split_rest_dropped": len(started)} if started else {}),
         )
 
     def _follow_moves(self) -> None:
@@ -767,6 +782,29 @@ class Deliverer:
             error=error,
         )
 
+    def _rest_given_up(
+        self, entry: OutboxEntry, split: SplitProgress, why: str, level: int
+    ) -> None:
+        """Log and count a split alert whose first parts reached the chat and whose other
+        parts will not: it arrived (in part), so it counts as sent, its parts not sent as
+        lost; not as an alert given up on."""
+        self.stats["sent"] += 1
+        self.stats["pieces_lost"] += len(split.left)
+        self._metrics.alert_sent(entry.created_at, now=split.sent_at[0] if split.sent_at else None)
+        event(
+            log,
+            level,
+            "giving up on the rest of a split alert; its first parts were delivered",
+            chat=entry.chat,
+            alert=_label(entry),
+            feed=entry.feed,
+            watchlist=entry.watchlist,
+            delivered=len(split.sent_at),
+            given_up=len(split.left),
+            parts=split.done + len(split.left),
+            error=why,
+        )
+
     def _moved(self, chat: str, new_chat: str) -> None:
         event(
             log,
@@ -879,8 +917,12 @@ class Deliverer:
     def _expire(self, chat: str, reason: str) -> None:
         """A chat refused the bot for longer than paused_keep_s: give its alerts up."""
         jobs = self._queued(chat)
+        why = f"chat refused the bot for over {self.paused_keep_s:g}s: {reason}"
         for job in jobs:
-            self._give_up(job, f"chat refused the bot for over {self.paused_keep_s:g}s: {reason}")
+            if isinstance(job, OutboxEntry) and job.split is not None:
+                self._rest_given_up(job, job.split, why, logging.ERROR)
+            else:
+                self._give_up(job, why)
         try:
             self._retire_unsent(jobs)
             self.chats.unpause(chat)
@@ -893,11 +935,16 @@ class Deliverer:
         return [*self._store.pending(chat), *self._store.pending_edits(chat)]
 
     def _retire_unsent(self, jobs: Sequence[OutboxEntry | EditEntry]) -> None:
-        """Take jobs that will never be sent out of the queue (raises StoreError)."""
-        entries = [job.id for job in jobs if isinstance(job, OutboxEntry)]
-        self._store.mark_sent_many(entries, message_id=None, sent_at=time.time())
+        """Take jobs that will never be sent (or not all their parts) out of the queue
+        (raises StoreError). A split alert whose first part is out keeps that part's message
+        id in its sent record: edits of it reach the chat's message."""
+        now = time.time()
+        entries = [job.id for job in jobs if isinstance(job, OutboxEntry) and job.split is None]
+        self._store.mark_sent_many(entries, message_id=None, sent_at=now)
         for job in jobs:
-            if isinstance(job, EditEntry):
+            if isinstance(job, OutboxEntry) and job.split is not None:
+                self._store.mark_sent(job.id, message_id=job.split.message_id, sent_at=now)
+            elif isinstance(job, EditEntry):
                 self._store.edit_done(job.target)
 
     def _done(self, job: Job, message_id: int | None) -> Callable[[], None]:
@@ -1025,16 +1072,31 @@ class Deliverer:
         return _Sent(await self._sender.send(first), tuple(pieces[1:]), html)
 
     async def _send_part(self, entry: OutboxEntry, split: SplitProgress) -> None:
-        """Send the next part of a split alert whose first part is out."""
-        await self._sender.send(
-            Outgoing(
-                entry.chat,
-                split.left[0],
-                html=split.html,
-                disable_preview=entry.disable_preview,
-                patience=self._patience.get(entry.chat, 1),
-            )
+        """Send the next part of a split alert whose first part is out; a part whose HTML
+        Telegram cannot parse is sent as plain text, as a whole alert is (see _send_text)."""
+        part = Outgoing(
+            entry.chat,
+            split.left[0],
+            html=split.html,
+            disable_preview=entry.disable_preview,
+            patience=self._patience.get(entry.chat, 1),
         )
+        try:
+            await self._sender.send(part)
+        except MarkupRejected as exc:
+            plain = _part_to_plain(part.text) if part.html else ""
+            if not plain.strip():
+                raise
+            event(
+                log,
+                logging.WARNING,
+                "Telegram could not parse the HTML of a part; sending it as plain text",
+                chat=entry.chat,
+                alert=_label(entry),
+                part=f"{split.done + 1}/{split.done + len(split.left)}",
+                error=str(exc),
+            )
+            await self._sender.send(dataclasses.replace(part, text=plain, html=False))
 
     def _piece_lost(self, entry: OutboxEntry, split: SplitProgress, error: DeliveryError) -> None:
         self.stats["pieces_lost"] += 1
@@ -1143,3 +1205,15 @@ _TAG = re.compile(r"<[^>]*>")
 def _markup_to_plain(html_text: str) -> str:
     """Our own Telegram HTML (a few tags, lines split by "\n") as the text it shows."""
     return unescape(_TAG.sub("", html_text))
+
+
+_LINK = re.compile(r'<a href="([^"]*)">(.*?)</a>', re.DOTALL)
+
+
+def _part_to_plain(html_text: str) -> str:
+    """A part of a composed alert (whole lines of its HTML, see html_pieces) as plain text.
+
+    As compose makes an alert's plain twin: the text the HTML shows, and each link's address
+    after its text (the "also:" line's sources), since plain text cannot carry it otherwise.
+    """
+    return _markup_to_plain(_LINK.sub(r"\2 \1", html_text))

@@ -241,6 +241,117 @@ async def test_a_split_alert_whose_later_part_fails_is_not_sent_again(
     assert [r.__dict__["fields"]["part"] for r in lost] == ["2/3"]
 
 
+class _RefusesPartTwo(TelegramSender):
+    """Telegram cannot parse the HTML of the second part (the whole message, part 1, then
+    part 2); ``plain_refused``: it refuses that part's plain resend as well."""
+
+    calls = 0
+    plain_refused = False
+
+    def __init__(self, telegram: FakeTelegram, chat: str) -> None:
+        super().__init__(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
+        self.telegram, self.chat = telegram, chat
+
+    async def send(self, message: Outgoing) -> int | None:
+        self.calls += 1
+        if self.calls == 3:
+            self.telegram.reject_entities_next(1, chat_id=self.chat)
+        if self.calls == 4 and self.plain_refused:
+            self.telegram.fail_next(1, status=400, chat_id=self.chat, body="json")
+        return await super().send(message)
+
+
+def _long_alert_with_a_link() -> str:
+    # Three parts; the second holds a line with a link, as an alert's "also:" line does.
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]
+    lines[14] = 'also: <a href="https://example.com/a?x=1&amp;y=2">Example &amp; Co</a>'
+    return "\n".join(lines)
+
+
+async def test_a_later_part_whose_html_is_refused_is_sent_as_plain_text(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Like a whole alert (and the first part): the part goes out as plain text, not lost.
+    caplog.set_level(logging.WARNING, logger="aggregator.deliver")
+    sender = _RefusesPartTwo(telegram, "@long_chat")
+    try:
+        with Store.open(tmp_path / "state.json") as store:
+            store.commit(alerts=[queued_alert(1, "@long_chat", _long_alert_with_a_link())])
+            deliverer = Deliverer(store, sender)
+            assert await deliverer.drain(10) == 0
+            record = store.sent_record("id-@long_chat-1")
+    finally:
+        await sender.aclose()
+    sent = telegram.sent_to("@long_chat")
+    assert [m.parse_mode for m in sent] == ["HTML", None, "HTML"]
+    assert deliverer.stats["pieces_lost"] == 0
+    part = sent[1].text
+    assert "<" not in part and "line 13 word" in part
+    assert "also: Example & Co https://example.com/a?x=1&y=2" in part, "the link is kept"
+    shown = "\n".join(m.plain_text for m in sent)
+    assert all(shown.count(f"line {n} ") == 1 for n in range(30) if n != 14), "every line, once"
+    assert record is not None and record.message_id == sent[0].message_id
+    (fallback,) = [r for r in caplog.records if "sending it as plain text" in r.getMessage()]
+    assert fallback.__dict__["fields"]["part"] == "2/3"
+    assert not [r for r in caplog.records if r.getMessage().startswith("part of a split alert")]
+
+
+async def test_a_later_part_refused_as_plain_text_too_is_logged_lost(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="aggregator.deliver")
+    sender = _RefusesPartTwo(telegram, "@long_chat")
+    sender.plain_refused = True
+    try:
+        with Store.open(tmp_path / "state.json") as store:
+            store.commit(alerts=[queued_alert(1, "@long_chat", _long_alert_with_a_link())])
+            deliverer = Deliverer(store, sender)
+            assert await deliverer.drain(10) == 0
+    finally:
+        await sender.aclose()
+    assert [m.parse_mode for m in telegram.sent_to("@long_chat")] == ["HTML", "HTML"]
+    assert deliverer.stats["pieces_lost"] == 1
+    lost = [r for r in caplog.records if r.getMessage().startswith("part of a split alert")]
+    assert [r.__dict__["fields"]["part"] for r in lost] == ["2/3"]
+
+
+async def test_a_split_alert_given_up_after_its_first_part_is_reported_as_delivered_in_part(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The chat refuses the bot from the second part on, past paused_keep: the alert reached
+    # it (in part), so it is no alert given up on, and its record keeps the first part's
+    # message id, which later edits need.
+    class KickedAfterPartOne(TelegramSender):
+        calls = 0
+
+        async def send(self, message: Outgoing) -> int | None:
+            self.calls += 1
+            if self.calls == 3:  # the whole message, part 1, then part 2
+                telegram.forbid("@long_chat", "Forbidden: bot was kicked from the channel chat")
+            return await super().send(message)
+
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # three parts
+    sender = KickedAfterPartOne(api_url=telegram.api_url, token=TOKEN, timeout_s=5)
+    try:
+        with Store.open(tmp_path / "state.json") as store:
+            store.commit(alerts=[queued_alert(1, "@long_chat", "\n".join(lines))])
+            deliverer = Deliverer(store, sender, paused_keep_s=0.0)
+            assert await deliverer.drain(10) == 0
+            record = store.sent_record("id-@long_chat-1")
+    finally:
+        await sender.aclose()
+    (first,) = telegram.sent_to("@long_chat")
+    assert record is not None and record.message_id == first.message_id
+    assert deliverer.stats["failed"] == 0
+    assert deliverer.stats["sent"] == 1 and deliverer.stats["pieces_lost"] == 2
+    assert not [r for r in caplog.records if r.getMessage() == "giving up on alert"]
+    (rest,) = [r for r in caplog.records if r.getMessage().startswith("giving up on the rest")]
+    fields = rest.__dict__["fields"]
+    assert (fields["delivered"], fields["given_up"], fields["parts"]) == (1, 2, 3)
+    assert fields["alert"] == "id-@long_chat-1" and "kicked" in fields["error"]
+
+
 async def test_a_stop_between_the_parts_of_a_split_alert_loses_none_and_repeats_none(
     tmp_path: Path, sender: TelegramSender, telegram: FakeTelegram
 ) -> None:

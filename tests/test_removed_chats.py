@@ -26,6 +26,7 @@ from aggregator.config import Config, LoadedConfig, load_config
 from aggregator.daemon import Daemon
 from aggregator.deliver import Deliverer
 from aggregator.metrics import Metrics
+from aggregator.pacing import Limits, Rate
 from aggregator.pipeline import Runtime
 from aggregator.store import EditEntry, Store
 from aggregator.telegram_api import TelegramSender
@@ -47,7 +48,9 @@ async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
     return True
 
 
-def _config(folder: Path, telegram: FakeTelegram, channels: Sequence[str]) -> Path:
+def _config(
+    folder: Path, telegram: FakeTelegram, channels: Sequence[str], paused_retry: str = "1s"
+) -> Path:
     return write_config(
         folder,
         feeds=[{"name": "f", "url": "http://127.0.0.1:9/feed.xml"}],
@@ -55,7 +58,7 @@ def _config(folder: Path, telegram: FakeTelegram, channels: Sequence[str]) -> Pa
             {"name": "w", "any": ["x"], "channels": list(channels)},
             {"name": "open", "any": ["y"], "subscribable": True},
         ],
-        telegram={"api_url": telegram.api_url, "admins": [777], "paused_retry": "1s"},
+        telegram={"api_url": telegram.api_url, "admins": [777], "paused_retry": paused_retry},
         token=TOKEN,
     )
 
@@ -100,6 +103,41 @@ async def test_a_chat_removed_while_stopped_is_dropped_at_start_and_sent_nothing
     assert all(telegram.sent_to(chat) for chat in kept)
     assert not any(a.chat_id in removed for a in telegram.attempts)
     assert deliverer.stats["dropped_unconfigured"] == 7
+
+
+async def test_a_split_alert_half_out_when_its_chat_is_removed_keeps_its_message_id(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its first part is in the chat: only the rest is dropped, the alert is not counted as
+    # dropped, and its record names that part's message (for edits).
+    caplog.set_level(logging.INFO, logger="aggregator.deliver")
+    lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]  # three parts
+    store.commit(
+        alerts=[queued_alert(1, "@removed", "\n".join(lines)), queued_alert(2, "@removed")]
+    )
+    deliverer = Deliverer(store, sender, limits=Limits(group=Rate(1, 60.0)))
+    deliverer.wake()
+    assert await _until(lambda: any(e.split is not None for e in store.pending()), 5)
+    await asyncio.wait_for(deliverer.aclose(), 5)
+    (first,) = telegram.sent_to("@removed")
+
+    config = _load(_config(tmp_path, telegram, ["@kept"]))
+    deliverer = Deliverer.from_config(store, sender, config, paced=True, metrics=Metrics())
+    await deliverer.aclose()
+    assert store.pending() == []
+    record = store.sent_record("id-@removed-1")
+    assert record is not None and record.message_id == first.message_id
+    assert deliverer.stats["dropped_unconfigured"] == 1, "alert 2; alert 1 arrived in part"
+    assert deliverer.stats["pieces_lost"] == 2
+    assert _dropped(caplog) == {"@removed": 1}
+    (rest,) = [r for r in caplog.records if r.getMessage().startswith("giving up on the rest")]
+    assert rest.__dict__["fields"]["alert"] == "id-@removed-1"
+    assert (rest.__dict__["fields"]["delivered"], rest.__dict__["fields"]["given_up"]) == (1, 2)
+    assert len(telegram.sent_to("@removed")) == 1
 
 
 async def test_the_drop_is_per_chat_a_subscriber_still_subscribed_elsewhere_keeps_its_queue(
@@ -304,3 +342,36 @@ async def test_a_chat_held_because_its_queue_could_not_be_dropped_is_sent_to_onc
     finally:
         await deliverer.aclose()
     assert _dropped(caplog) == {}
+
+
+@needs_fsize
+async def test_a_chat_that_refused_the_bot_stays_paused_when_put_back_before_its_drop(
+    tmp_path: Path,
+    store: Store,
+    sender: TelegramSender,
+    telegram: FakeTelegram,
+) -> None:
+    # The channel kicked the bot; the admins take it out of the config while the disk is full,
+    # then put it back. Only the hold for the drop ends: it still refused the bot, so it is
+    # tried again when paused_retry says, not at once.
+    telegram.forbid("@back", "Forbidden: bot was kicked from the channel chat")
+    config = _config(tmp_path, telegram, ["@kept", "@back"], paused_retry="1h")
+    deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
+    store.commit(alerts=[queued_alert(n, "@back") for n in (1, 2)])
+    try:
+        deliverer.wake()
+        assert await _until(lambda: "kicked" in deliverer.paused_chats.get("@back", ""), 5)
+        assert await _until(lambda: bool(telegram.sent_to("777")), 5), "the admins were told"
+        with store_unwritable(store):
+            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"], paused_retry="1h")))
+            deliverer.wake()
+            assert "no longer in the config" in deliverer.paused_chats["@back"]
+        deliverer.apply(_load(_config(tmp_path, telegram, ["@kept", "@back"], paused_retry="1h")))
+        deliverer.wake()
+        assert "kicked" in deliverer.paused_chats["@back"]
+        store.commit(alerts=[queued_alert(1, "@kept")])
+        assert await deliverer.drain(10) == 2, "@back's alerts wait for its retry"
+    finally:
+        await deliverer.aclose()
+    assert sum(a.chat_id == "@back" for a in telegram.attempts) == 1, "not retried at once"
+    assert len(telegram.sent_to("@kept")) == 1
