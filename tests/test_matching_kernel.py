@@ -222,6 +222,19 @@ def test_ints_and_flags_of_other_types_are_refused_before_they_run_code() -> Non
         kernel.find([("k", (1,), {}, (), 0, 0, {}, 0, Flag())], True, True)
     with pytest.raises(TypeError):
         kernel.group(["hit"], [Id(0)], [0], {0}, {}, ["w"], WatchlistMatch)
+    with pytest.raises(TypeError):
+        kernel.group(["hit"], [0], [Id(0)], {0}, {}, ["w"], WatchlistMatch)
+    with pytest.raises(TypeError):
+        kernel.add_ids(set(), [], [(Id(0),)], [], [])
+    with pytest.raises(TypeError):
+        kernel.hits([0], [(Id(0),)], [], [], [], {0}, ["a"], [()], {}, 1, "a", None, None,
+                    "t", ["x"], Hit, tuple)  # fmt: skip
+
+
+@pytest.mark.parametrize("match_type", [BaseException, type, dict, Hit])
+def test_group_makes_only_two_slot_classes(match_type: type) -> None:
+    with pytest.raises(TypeError):
+        kernel.group([], [], [], {0}, {}, ["w"], match_type)
 
 
 def test_watchlist_match_has_the_fields_the_kernel_sets() -> None:

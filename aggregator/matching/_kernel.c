@@ -293,6 +293,13 @@ add_found(FoundList *list, Py_ssize_t first, Py_ssize_t last, PyObject *id_objec
     return 0;
 }
 
+/* An exact int (a subclass's __hash__ or __index__ would run Python code); -1 if not. */
+static int
+exact_int(PyObject *number)
+{
+    return PyLong_CheckExact(number) ? 0 : bad_input("a term id or index is not an int");
+}
+
 static void
 free_found(FoundList *list)
 {
@@ -320,7 +327,7 @@ select_found(FoundList *list, PyObject *at, PyObject *ids, Py_ssize_t extra, PyO
     if (!PyList_Check(at) || !PyList_Check(ids) || PyList_GET_SIZE(at) != PyList_GET_SIZE(ids)) {
         return bad_input("positions and term ids are not two lists of one length");
     }
-    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(at); n++) {
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(at) && n < PyList_GET_SIZE(ids); n++) {
         PyObject *group = PyList_GET_ITEM(ids, n);
         if (!PyTuple_Check(group)) {
             return bad_input("term ids are not a tuple");
@@ -328,6 +335,9 @@ select_found(FoundList *list, PyObject *at, PyObject *ids, Py_ssize_t extra, PyO
         Py_ssize_t first = -1;
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(group); k++) {
             PyObject *id_object = PyTuple_GET_ITEM(group, k);
+            if (exact_int(id_object) < 0) {
+                return -1;
+            }
             int in = PySet_Contains(wanted, id_object);
             if (in < 0) {
                 return -1;
@@ -361,6 +371,9 @@ select_longer(FoundList *list, PyObject *longer, PyObject *wanted)
             return bad_input("a longer phrase is not a tuple of 3");
         }
         PyObject *id_object = PyTuple_GET_ITEM(entry, 2);
+        if (exact_int(id_object) < 0) {
+            return -1;
+        }
         int in = PySet_Contains(wanted, id_object);
         if (in < 0) {
             return -1;
@@ -707,6 +720,38 @@ add_to(PyObject *lists, PyObject *index, PyObject *hit)
     return PyList_Append(list, hit);
 }
 
+/* Add a hit to the list of each simple watchlist in `lists` whose `any` terms include its term:
+ * the term's one such watchlist (any_of), or those `several` lists for it. */
+static int
+add_hit(PyObject *lists, PyObject *several, PyObject *any_of, PyObject *hit, PyObject *term_id)
+{
+    PyObject *own = item_of(any_of, term_id);
+    if (own == NULL || exact_int(own) < 0) {
+        return -1;
+    }
+    int in = PyDict_Contains(lists, own);
+    if (in != 0) {
+        return in < 0 ? -1 : add_to(lists, own, hit);
+    }
+    PyObject *roles = PyDict_GetItemWithError(several, term_id);
+    if (roles == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *in_any = PyTuple_Check(roles) && PyTuple_GET_SIZE(roles) > 0
+                           ? PyTuple_GET_ITEM(roles, 0) : NULL;
+    if (in_any == NULL || !PyTuple_Check(in_any)) {
+        return bad_input("a term's watchlists are not a tuple of tuples");
+    }
+    Py_INCREF(in_any);  /* held across the appends, as the hit is */
+    int failed = 0;
+    for (Py_ssize_t k = 0; !failed && k < PyTuple_GET_SIZE(in_any); k++) {
+        PyObject *index_object = PyTuple_GET_ITEM(in_any, k);
+        failed = exact_int(index_object) < 0 || add_to(lists, index_object, hit) < 0;
+    }
+    Py_DECREF(in_any);
+    return failed ? -1 : 0;
+}
+
 static PyObject *
 group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -717,11 +762,15 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *hit_list = args[0], *owners = args[1], *any_of = args[2], *fired = args[3];
     PyObject *several = args[4], *names = args[5];
-    if (!PyType_Check(args[6]) || !PyList_Check(names)) {
+    /* The match type: a class of two slots and nothing else, as WatchlistMatch is. */
+    PyTypeObject *match_type = (PyTypeObject *)args[6];
+    if (!PyType_Check(args[6]) || !PyList_Check(names)
+        || !(match_type->tp_flags & Py_TPFLAGS_HEAPTYPE) || match_type->tp_itemsize != 0
+        || match_type->tp_dictoffset != 0
+        || match_type->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + 2 * sizeof(PyObject *))) {
         bad_input("group() was given arguments of the wrong types");
         return NULL;
     }
-    PyTypeObject *match_type = (PyTypeObject *)args[6];
     if (!PyList_Check(hit_list) || !PyList_Check(owners) || !PyList_Check(any_of)
         || !PyAnySet_Check(fired) || !PyDict_Check(several)
         || PyList_GET_SIZE(hit_list) != PyList_GET_SIZE(owners)) {
@@ -751,37 +800,14 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
         PyObject *hit = PyList_GET_ITEM(hit_list, n), *term_id = PyList_GET_ITEM(owners, n);
-        PyObject *own = item_of(any_of, term_id);
-        if (own == NULL) {
+        /* Held: adding to a list allocates, which can collect garbage and run Python code. */
+        Py_INCREF(hit);
+        Py_INCREF(term_id);
+        int failed = add_hit(lists, several, any_of, hit, term_id);
+        Py_DECREF(hit);
+        Py_DECREF(term_id);
+        if (failed < 0) {
             goto error;
-        }
-        int in = PyDict_Contains(lists, own);
-        if (in < 0) {
-            goto error;
-        }
-        if (in) {
-            if (add_to(lists, own, hit) < 0) {
-                goto error;
-            }
-            continue;
-        }
-        PyObject *roles = PyDict_GetItemWithError(several, term_id);
-        if (roles == NULL) {
-            if (PyErr_Occurred()) {
-                goto error;
-            }
-            continue;
-        }
-        PyObject *in_any = PyTuple_Check(roles) && PyTuple_GET_SIZE(roles) > 0
-                               ? PyTuple_GET_ITEM(roles, 0) : NULL;
-        if (in_any == NULL || !PyTuple_Check(in_any)) {
-            bad_input("a term's watchlists are not a tuple of tuples");
-            goto error;
-        }
-        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(in_any); k++) {
-            if (add_to(lists, PyTuple_GET_ITEM(in_any, k), hit) < 0) {
-                goto error;
-            }
         }
     }
     /* Each watchlist's WatchlistMatch, its hits a tuple. Replacing the value of an existing
@@ -790,9 +816,11 @@ group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *key, *list;
     while (PyDict_Next(lists, &position, &key, &list)) {
         PyObject *name = item_of(names, key);
+        Py_XINCREF(name);  /* held across allocations, which can collect garbage */
         PyObject *hits = name == NULL ? NULL : PyList_AsTuple(list);
         PyObject *match = hits == NULL ? NULL : new_match(match_type, name, hits);
         Py_XDECREF(hits);
+        Py_XDECREF(name);
         if (match == NULL || PyDict_SetItem(lists, key, match) < 0) {
             Py_XDECREF(match);
             goto error;
@@ -815,7 +843,10 @@ PyDoc_STRVAR(add_ids_doc,
 static int
 add_id(PyObject *into, PyObject *every, PyObject *term_id)
 {
-    return PySet_Add(into, term_id) < 0 || PyList_Append(every, term_id) < 0 ? -1 : 0;
+    return exact_int(term_id) < 0 || PySet_Add(into, term_id) < 0
+                   || PyList_Append(every, term_id) < 0
+               ? -1
+               : 0;
 }
 
 static PyObject *
