@@ -51,6 +51,18 @@ bad_input(const char *what)
     return -1;
 }
 
+/* Whether a function got its `expected` number of arguments; a TypeError if not. */
+static int
+arguments_ok(const char *function, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs == expected) {
+        return 1;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", function, expected,
+                 nargs);
+    return 0;
+}
+
 static PyObject *
 entry_at(PyObject *tokens, Py_ssize_t index)
 {
@@ -114,8 +126,7 @@ static PyObject *
 find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "find() takes 3 arguments");
+    if (!arguments_ok("find", nargs, 3)) {
         return NULL;
     }
     PyObject *tokens = args[0];
@@ -359,6 +370,18 @@ select_found(FoundList *list, PyObject *at, PyObject *ids, Py_ssize_t extra, PyO
     return 0;
 }
 
+/* The term id of a phrase of 3 or more words found, (first token, last token, term id); NULL
+ * if it is not such a tuple. */
+static PyObject *
+longer_id(PyObject *entry)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        bad_input("a longer phrase is not a tuple of 3");
+        return NULL;
+    }
+    return PyTuple_GET_ITEM(entry, 2);
+}
+
 static int
 select_longer(FoundList *list, PyObject *longer, PyObject *wanted)
 {
@@ -367,11 +390,8 @@ select_longer(FoundList *list, PyObject *longer, PyObject *wanted)
     }
     for (Py_ssize_t n = 0; n < PyList_GET_SIZE(longer); n++) {
         PyObject *entry = PyList_GET_ITEM(longer, n);
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
-            return bad_input("a longer phrase is not a tuple of 3");
-        }
-        PyObject *id_object = PyTuple_GET_ITEM(entry, 2);
-        if (exact_int(id_object) < 0) {
+        PyObject *id_object = longer_id(entry);
+        if (id_object == NULL || exact_int(id_object) < 0) {
             return -1;
         }
         int in = PySet_Contains(wanted, id_object);
@@ -553,8 +573,7 @@ static PyObject *
 hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 17) {
-        PyErr_SetString(PyExc_TypeError, "hits() takes 17 arguments");
+    if (!arguments_ok("hits", nargs, 17)) {
         return NULL;
     }
     PyObject *wanted = args[5], *chunk_list = args[6], *spans_by_chunk = args[8];
@@ -720,6 +739,23 @@ add_to(PyObject *lists, PyObject *index, PyObject *hit)
     return PyList_Append(list, hit);
 }
 
+/* A term's watchlists in the three roles, from `several` (a borrowed tuple of 3 tuples), or
+ * NULL if it has at most one in each; -1 in *failed on error. */
+static PyObject *
+roles_of(PyObject *several, PyObject *term_id, int *failed)
+{
+    PyObject *found = PyDict_GetItemWithError(several, term_id);
+    if (found == NULL) {
+        *failed = PyErr_Occurred() ? -1 : 0;
+        return NULL;
+    }
+    if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 3) {
+        *failed = bad_input("a term's watchlists are not a tuple of 3");
+        return NULL;
+    }
+    return found;
+}
+
 /* Add a hit to the list of each simple watchlist in `lists` whose `any` terms include its term:
  * the term's one such watchlist (any_of), or those `several` lists for it. */
 static int
@@ -733,17 +769,16 @@ add_hit(PyObject *lists, PyObject *several, PyObject *any_of, PyObject *hit, PyO
     if (in != 0) {
         return in < 0 ? -1 : add_to(lists, own, hit);
     }
-    PyObject *roles = PyDict_GetItemWithError(several, term_id);
+    int failed = 0;
+    PyObject *roles = roles_of(several, term_id, &failed);
     if (roles == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
+        return failed;
     }
-    PyObject *in_any = PyTuple_Check(roles) && PyTuple_GET_SIZE(roles) > 0
-                           ? PyTuple_GET_ITEM(roles, 0) : NULL;
-    if (in_any == NULL || !PyTuple_Check(in_any)) {
-        return bad_input("a term's watchlists are not a tuple of tuples");
+    PyObject *in_any = PyTuple_GET_ITEM(roles, 0);
+    if (!PyTuple_Check(in_any)) {
+        return bad_input("watchlist indexes are not a tuple");
     }
     Py_INCREF(in_any);  /* held across the appends, as the hit is */
-    int failed = 0;
     for (Py_ssize_t k = 0; !failed && k < PyTuple_GET_SIZE(in_any); k++) {
         PyObject *index_object = PyTuple_GET_ITEM(in_any, k);
         failed = exact_int(index_object) < 0 || add_to(lists, index_object, hit) < 0;
@@ -756,8 +791,7 @@ static PyObject *
 group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "group() takes 7 arguments");
+    if (!arguments_ok("group", nargs, 7)) {
         return NULL;
     }
     PyObject *hit_list = args[0], *owners = args[1], *any_of = args[2], *fired = args[3];
@@ -853,8 +887,7 @@ static PyObject *
 add_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "add_ids() takes 5 arguments");
+    if (!arguments_ok("add_ids", nargs, 5)) {
         return NULL;
     }
     PyObject *into = args[0], *every = args[1], *longer = args[4];
@@ -882,12 +915,8 @@ add_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     for (Py_ssize_t n = 0; n < PyList_GET_SIZE(longer); n++) {
-        PyObject *entry = PyList_GET_ITEM(longer, n);
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
-            bad_input("a longer phrase is not a tuple of 3");
-            return NULL;
-        }
-        if (add_id(into, every, PyTuple_GET_ITEM(entry, 2)) < 0) {
+        PyObject *id_object = longer_id(PyList_GET_ITEM(longer, n));
+        if (id_object == NULL || add_id(into, every, id_object) < 0) {
             return NULL;
         }
     }
@@ -942,22 +971,6 @@ mark_all(Roles *roles, PyObject *indexes, int role)
     return 0;
 }
 
-/* A term's watchlists in the three roles, from `several` (a borrowed tuple of 3 tuples), or
- * NULL if it has at most one in each; -1 in *failed on error. */
-static PyObject *
-roles_of(PyObject *several, PyObject *term_id, int *failed)
-{
-    PyObject *found = PyDict_GetItemWithError(several, term_id);
-    if (found == NULL) {
-        *failed = PyErr_Occurred() ? -1 : 0;
-        return NULL;
-    }
-    if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 3) {
-        *failed = bad_input("a term's watchlists are not a tuple of 3");
-        return NULL;
-    }
-    return found;
-}
 
 /* Whether watchlist `index` (an int object, -1 for none) is a simple watchlist that fires. */
 static int
@@ -979,8 +992,7 @@ static PyObject *
 triage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "triage() takes 7 arguments");
+    if (!arguments_ok("triage", nargs, 7)) {
         return NULL;
     }
     PyObject *found_ids = args[0], *tables[3] = {args[1], args[2], args[3]};
