@@ -1093,7 +1093,7 @@ class Deliverer:
                 "Telegram could not parse the HTML of a part; sending it as plain text",
                 chat=entry.chat,
                 alert=_label(entry),
-                part=f"{split.done + 1}/{split.done + len(split.left)}",
+                part=split.next_part,
                 error=str(exc),
             )
             await self._sender.send(dataclasses.replace(part, text=plain, html=False))
@@ -1106,7 +1106,7 @@ class Deliverer:
             "part of a split alert could not be sent; the others are sent",
             chat=entry.chat,
             alert=_label(entry),
-            part=f"{split.done + 1}/{split.done + len(split.left)}",
+            part=split.next_part,
             error=str(error),
         )
 

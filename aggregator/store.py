@@ -125,6 +125,11 @@ class SplitProgress:
     sent_at: tuple[float, ...]  # when each part Telegram confirmed was sent, for pacing
     text: str  # the alert's text the parts were cut from (it may get another meanwhile)
 
+    @property
+    def next_part(self) -> str:
+        """Which part comes next, of how many, for the logs: "2/3"."""
+        return f"{self.done + 1}/{self.done + len(self.left)}"
+
     def advanced(self, sent_at: float | None) -> SplitProgress | None:
         """The progress once the next part was sent at ``sent_at`` (None: refused for good);
         None when that was the last part."""

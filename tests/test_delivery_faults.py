@@ -12,9 +12,8 @@ import asyncio
 import resource
 import signal
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,24 +23,14 @@ from aggregator.config import load_config
 from aggregator.deliver import Deliverer
 from aggregator.metrics import Metrics
 from aggregator.pacing import Limits, Rate
-from aggregator.store import Store
+from aggregator.store import OutboxEntry, Store
 from aggregator.telegram_api import TelegramSender
-from tests.conftest import TOKEN, queued_alert, write_config
+from tests.conftest import TOKEN, queued_alert, until, write_config
 from tests.servers.fake_telegram import FakeTelegram
 
 needs_fsize = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE with EFBIG is Linux behaviour"
 )
-
-
-async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
-    """Poll ``predicate`` until it holds (True) or ``within_s`` seconds pass (False)."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 BALLAST = 2_000_000  # bytes of store, and the file size limit below it
@@ -76,13 +65,13 @@ async def test_sends_waiting_for_room_do_not_go_out_once_the_store_fails(
     deliverer = Deliverer(store, sender, limits=Limits(overall=Rate(2, 1.0)), max_backoff_s=0.2)
     draining = asyncio.create_task(deliverer.drain(60))
     try:
-        assert await _until(lambda: len(telegram.messages) >= 2, 10)
+        assert await until(lambda: len(telegram.messages) >= 2, 10)
         with _store_unwritable(store):
-            assert await _until(lambda: deliverer.store_error is not None, 10)
+            assert await until(lambda: deliverer.store_error is not None, 10)
             at_fault = len(telegram.messages)
             # Those waiting for room when the store failed must not send: two seconds would
             # let four of them through.
-            more = await _until(lambda: len(telegram.messages) > at_fault + 2, 2.5)
+            more = await until(lambda: len(telegram.messages) > at_fault + 2, 2.5)
             assert not more, f"{len(telegram.messages) - at_fault} sends after the store failed"
         assert await draining == 0
     finally:
@@ -105,8 +94,8 @@ async def test_a_store_that_cannot_write_at_start_holds_delivery(
     try:
         with _store_unwritable(store):
             deliverer.wake()
-            assert await _until(lambda: deliverer.store_error is not None, 10)
-            assert not await _until(lambda: bool(telegram.messages), 1.0)
+            assert await until(lambda: deliverer.store_error is not None, 10)
+            assert not await until(lambda: bool(telegram.messages), 1.0)
         assert await deliverer.drain(20) == 0
     finally:
         await deliverer.aclose()
@@ -136,21 +125,30 @@ async def test_a_reload_changes_the_limits_of_the_gate_in_use(
     await deliverer.aclose()
 
 
+async def _drained_through_slow_answers(
+    store: Store, telegram: FakeTelegram, alert: OutboxEntry, within_s: float
+) -> Deliverer:
+    """Deliver ``alert`` to a Telegram that answers 1.5 s late, past a 1 s send_timeout."""
+    telegram.slow_answers(1.5)
+    store.commit(alerts=[alert])
+    sender = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=1.0)
+    deliverer = Deliverer(store, sender, max_backoff_s=0.2)
+    try:
+        assert await deliverer.drain(within_s) == 0
+    finally:
+        await deliverer.aclose()
+        await sender.aclose()
+    return deliverer
+
+
 async def test_a_slow_telegram_gets_one_copy_more_not_one_per_timeout(
     store: Store, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Telegram carries the send out but answers after send_timeout: the answer is lost, and
     # the alert must be sent again (it may not have arrived), but with a longer wait for the
     # answer, so that it is not sent again and again, once per timeout.
-    telegram.slow_answers(1.5)
-    store.commit(alerts=[queued_alert(1, "@slow_chan")])
-    sender = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=1.0)
-    deliverer = Deliverer(store, sender, max_backoff_s=0.2)
-    try:
-        assert await deliverer.drain(20) == 0
-    finally:
-        await deliverer.aclose()
-        await sender.aclose()
+    alert = queued_alert(1, "@slow_chan")
+    deliverer = await _drained_through_slow_answers(store, telegram, alert, 20)
     assert len(telegram.sent_to("@slow_chan")) == 2, "the first copy, and one retry"
     assert deliverer.stats["maybe_sent"] == 1
     (retry,) = [r for r in caplog.records if r.getMessage() == "send failed, will retry"]
@@ -163,16 +161,9 @@ async def test_a_slow_telegram_gets_one_copy_more_of_a_split_alerts_first_part_t
     # The first part of an alert too long for one message is sent as a whole message is: its
     # retry waits longer for the answer, so that a slow Telegram does not get it once per
     # timeout, and the other parts follow.
-    telegram.slow_answers(1.5)
     lines = [f"<b>line {n}</b> " + "word " * 60 for n in range(30)]
-    store.commit(alerts=[queued_alert(1, "@slow_chan", "\n".join(lines))])
-    sender = TelegramSender(api_url=telegram.api_url, token=TOKEN, timeout_s=1.0)
-    deliverer = Deliverer(store, sender, max_backoff_s=0.2)
-    try:
-        assert await deliverer.drain(40) == 0
-    finally:
-        await deliverer.aclose()
-        await sender.aclose()
+    alert = queued_alert(1, "@slow_chan", "\n".join(lines))
+    await _drained_through_slow_answers(store, telegram, alert, 40)
     shown = "\n".join(m.plain_text for m in telegram.sent_to("@slow_chan"))
     copies = [shown.count(f"line {n} ") for n in range(30)]
     assert min(copies) >= 1, "every line arrives"

@@ -30,22 +30,12 @@ from aggregator.pacing import Limits, Rate
 from aggregator.pipeline import Runtime
 from aggregator.store import EditEntry, Store
 from aggregator.telegram_api import TelegramSender
-from tests.conftest import TOKEN, queued_alert, write_config
+from tests.conftest import TOKEN, queued_alert, until, write_config
 from tests.servers.fake_telegram import FakeTelegram
 from tests.test_delivery_faults import _store_unwritable as store_unwritable
 from tests.test_delivery_faults import needs_fsize
 
 DROPPED = "chat is no longer in the config (nor subscribed); dropping what was queued for it"
-
-
-async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
-    """Poll ``predicate`` until it holds (True) or ``within_s`` seconds pass (False)."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def _config(
@@ -121,7 +111,7 @@ async def test_a_split_alert_half_out_when_its_chat_is_removed_keeps_its_message
     )
     deliverer = Deliverer(store, sender, limits=Limits(group=Rate(1, 60.0)))
     deliverer.wake()
-    assert await _until(lambda: any(e.split is not None for e in store.pending()), 5)
+    assert await until(lambda: any(e.split is not None for e in store.pending()), 5)
     await asyncio.wait_for(deliverer.aclose(), 5)
     (first,) = telegram.sent_to("@removed")
 
@@ -195,8 +185,8 @@ async def test_a_reload_drops_a_removed_chats_queue_and_nothing_reaches_it_after
             alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)]
         )
         deliverer.wake()
-        assert await _until(lambda: "@removed" in deliverer.paused_chats, 5)
-        assert await _until(lambda: len(telegram.sent_to("@kept")) == 2, 5)
+        assert await until(lambda: "@removed" in deliverer.paused_chats, 5)
+        assert await until(lambda: len(telegram.sent_to("@kept")) == 2, 5)
 
         deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
         deliverer.wake()  # as the daemon does once the reload took effect
@@ -206,11 +196,11 @@ async def test_a_reload_drops_a_removed_chats_queue_and_nothing_reaches_it_after
         # A poll that began before the reload still routes by the old config.
         store.commit(alerts=[queued_alert(3, "@removed"), queued_alert(3, "@kept")])
         deliverer.wake()
-        assert await _until(lambda: len(telegram.sent_to("@kept")) == 3, 5)
+        assert await until(lambda: len(telegram.sent_to("@kept")) == 3, 5)
         assert store.pending() == []
         tries = sum(a.chat_id == "@removed" for a in telegram.attempts)
         # Past paused_retry (1s): the paused chat's retry would have come by now.
-        assert not await _until(
+        assert not await until(
             lambda: sum(a.chat_id == "@removed" for a in telegram.attempts) > tries, 1.5
         )
     finally:
@@ -219,27 +209,42 @@ async def test_a_reload_drops_a_removed_chats_queue_and_nothing_reaches_it_after
     assert lines == [2, 1], "one line at the reload, one for the late alert"
 
 
-async def test_sighup_after_a_channel_is_removed_drops_its_queue_in_the_running_daemon(
-    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="aggregator")
+def _two_chats_queued(tmp_path: Path, telegram: FakeTelegram) -> LoadedConfig:
+    """A config sending to @kept and @removed (which refuses the bot), two alerts each queued."""
     telegram.forbid("@removed", "Forbidden: bot was kicked from the channel chat")
-    config = _config(tmp_path, telegram, ["@kept", "@removed"])
-    loaded = load_config(config)
+    loaded = load_config(_config(tmp_path, telegram, ["@kept", "@removed"]))
     with Store.open(loaded.storage_path) as store:
         store.commit(
             alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)]
         )
-    daemon = Daemon(loaded, TOKEN)
+    return loaded
+
+
+async def _reload_without_removed(
+    daemon: Daemon, tmp_path: Path, telegram: FakeTelegram, done: Callable[[], bool]
+) -> None:
+    """Run the daemon; once @kept has its alerts, remove @removed from the config, SIGHUP, and
+    stop once ``done`` holds."""
     run = asyncio.create_task(daemon.run())
     try:
         assert await asyncio.to_thread(telegram.wait_for_messages, 2, 10, chat_id="@kept")
         _config(tmp_path, telegram, ["@kept"])
         os.kill(os.getpid(), signal.SIGHUP)
-        assert await _until(lambda: "@removed" in _dropped(caplog), 10)
+        assert await until(done, 10)
     finally:
         daemon.stop()
         assert await asyncio.wait_for(run, 10) == 0
+
+
+async def test_sighup_after_a_channel_is_removed_drops_its_queue_in_the_running_daemon(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aggregator")
+    loaded = _two_chats_queued(tmp_path, telegram)
+    daemon = Daemon(loaded, TOKEN)
+    await _reload_without_removed(
+        daemon, tmp_path, telegram, lambda: "@removed" in _dropped(caplog)
+    )
     assert _dropped(caplog) == {"@removed": 2}
     with Store.open(loaded.storage_path) as store:
         assert store.pending() == []
@@ -263,25 +268,16 @@ async def test_a_reload_rolled_back_after_a_failure_drops_nothing(
             return super()._sync_feed_jobs(scheduler, runtime, previous)
 
     caplog.set_level(logging.INFO, logger="aggregator")
-    telegram.forbid("@removed", "Forbidden: bot was kicked from the channel chat")
-    config = _config(tmp_path, telegram, ["@kept", "@removed"])
-    loaded = load_config(config)
-    with Store.open(loaded.storage_path) as store:
-        store.commit(
-            alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)]
-        )
+    loaded = _two_chats_queued(tmp_path, telegram)
     daemon = SchedulingFails(loaded, TOKEN)
-    run = asyncio.create_task(daemon.run())
-    try:
-        assert await asyncio.to_thread(telegram.wait_for_messages, 2, 10, chat_id="@kept")
-        _config(tmp_path, telegram, ["@kept"])
-        daemon.fail_next_reload = True
-        os.kill(os.getpid(), signal.SIGHUP)
-        rolled_back = "config reload failed; going back to the old one"
-        assert await _until(lambda: any(r.getMessage() == rolled_back for r in caplog.records), 10)
-    finally:
-        daemon.stop()
-        assert await asyncio.wait_for(run, 10) == 0
+    daemon.fail_next_reload = True  # the start is no reload: it is the SIGHUP that fails
+    rolled_back = "config reload failed; going back to the old one"
+    await _reload_without_removed(
+        daemon,
+        tmp_path,
+        telegram,
+        lambda: any(r.getMessage() == rolled_back for r in caplog.records),
+    )
     assert _dropped(caplog) == {}
     with Store.open(loaded.storage_path) as store:
         assert [e.id for e in store.pending("@removed")] == ["id-@removed-1", "id-@removed-2"]
@@ -306,9 +302,9 @@ async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent
             deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
             deliverer.wake()
             assert "no longer in the config" in deliverer.paused_chats["@removed"]
-        assert await _until(lambda: len(telegram.sent_to("@kept")) == 2, 10)
+        assert await until(lambda: len(telegram.sent_to("@kept")) == 2, 10)
         deliverer.wake()
-        assert await _until(lambda: _dropped(caplog) == {"@removed": 2}, 5)
+        assert await until(lambda: _dropped(caplog) == {"@removed": 2}, 5)
         assert store.pending() == []
     finally:
         await deliverer.aclose()
@@ -337,8 +333,8 @@ async def test_a_chat_held_because_its_queue_could_not_be_dropped_is_sent_to_onc
         deliverer.apply(_load(_config(tmp_path, telegram, ["@kept", "@back"])))
         deliverer.wake()
         assert "@back" not in deliverer.paused_chats
-        assert await _until(lambda: len(telegram.sent_to("@back")) == 2, 10)
-        assert await _until(lambda: store.pending() == [], 5)
+        assert await until(lambda: len(telegram.sent_to("@back")) == 2, 10)
+        assert await until(lambda: store.pending() == [], 5)
     finally:
         await deliverer.aclose()
     assert _dropped(caplog) == {}
@@ -360,8 +356,8 @@ async def test_a_chat_that_refused_the_bot_stays_paused_when_put_back_before_its
     store.commit(alerts=[queued_alert(n, "@back") for n in (1, 2)])
     try:
         deliverer.wake()
-        assert await _until(lambda: "kicked" in deliverer.paused_chats.get("@back", ""), 5)
-        assert await _until(lambda: bool(telegram.sent_to("777")), 5), "the admins were told"
+        assert await until(lambda: "kicked" in deliverer.paused_chats.get("@back", ""), 5)
+        assert await until(lambda: bool(telegram.sent_to("777")), 5), "the admins were told"
         with store_unwritable(store):
             deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"], paused_retry="1h")))
             deliverer.wake()
