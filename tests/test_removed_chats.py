@@ -283,6 +283,17 @@ async def test_a_reload_rolled_back_after_a_failure_drops_nothing(
         assert [e.id for e in store.pending("@removed")] == ["id-@removed-1", "id-@removed-2"]
 
 
+def _removed_while_the_store_is_full(
+    deliverer: Deliverer, store: Store, config: Path, chat: str
+) -> None:
+    """Apply ``config``, which no longer has ``chat``, while the store cannot write: the
+    chat's queue cannot be dropped, so the chat is held."""
+    with store_unwritable(store):
+        deliverer.apply(_load(config))
+        deliverer.wake()
+        assert "no longer in the config" in deliverer.paused_chats[chat]
+
+
 @needs_fsize
 async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent_to(
     tmp_path: Path,
@@ -298,10 +309,9 @@ async def test_a_removed_chat_whose_queue_cannot_be_dropped_yet_is_held_not_sent
     deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
     store.commit(alerts=[queued_alert(n, chat) for chat in ("@kept", "@removed") for n in (1, 2)])
     try:
-        with store_unwritable(store):
-            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
-            deliverer.wake()
-            assert "no longer in the config" in deliverer.paused_chats["@removed"]
+        _removed_while_the_store_is_full(
+            deliverer, store, _config(tmp_path, telegram, ["@kept"]), "@removed"
+        )
         assert await until(lambda: len(telegram.sent_to("@kept")) == 2, 10)
         deliverer.wake()
         assert await until(lambda: _dropped(caplog) == {"@removed": 2}, 5)
@@ -326,10 +336,9 @@ async def test_a_chat_held_because_its_queue_could_not_be_dropped_is_sent_to_onc
     deliverer = Deliverer.from_config(store, sender, _load(config), paced=True, metrics=Metrics())
     store.commit(alerts=[queued_alert(n, "@back") for n in (1, 2)])
     try:
-        with store_unwritable(store):
-            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"])))
-            deliverer.wake()
-            assert "no longer in the config" in deliverer.paused_chats["@back"]
+        _removed_while_the_store_is_full(
+            deliverer, store, _config(tmp_path, telegram, ["@kept"]), "@back"
+        )
         deliverer.apply(_load(_config(tmp_path, telegram, ["@kept", "@back"])))
         deliverer.wake()
         assert "@back" not in deliverer.paused_chats
@@ -358,10 +367,9 @@ async def test_a_chat_that_refused_the_bot_stays_paused_when_put_back_before_its
         deliverer.wake()
         assert await until(lambda: "kicked" in deliverer.paused_chats.get("@back", ""), 5)
         assert await until(lambda: bool(telegram.sent_to("777")), 5), "the admins were told"
-        with store_unwritable(store):
-            deliverer.apply(_load(_config(tmp_path, telegram, ["@kept"], paused_retry="1h")))
-            deliverer.wake()
-            assert "no longer in the config" in deliverer.paused_chats["@back"]
+        _removed_while_the_store_is_full(
+            deliverer, store, _config(tmp_path, telegram, ["@kept"], paused_retry="1h"), "@back"
+        )
         deliverer.apply(_load(_config(tmp_path, telegram, ["@kept", "@back"], paused_retry="1h")))
         deliverer.wake()
         assert "kicked" in deliverer.paused_chats["@back"]
